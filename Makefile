@@ -1,0 +1,30 @@
+# The two commands a user needs: `make demo` and `make test`.
+# Both create .venv on first use and install the project into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+# On a GPU box, set TORCH_SPEC to the CUDA build you want; on CPU machines
+# torch==2.13.0 resolves to the CPU wheel where one is provided.
+TORCH_SPEC ?= torch==2.13.0
+VENV_PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.flea-installed
+
+.PHONY: test demo install
+
+install: $(INSTALLED)
+
+# fairseq-fixed compiles C extensions against the installed torch, so torch and
+# the build tools go in first and fairseq is built without build isolation
+# (build isolation would fetch a second, CUDA, torch just to compile).
+$(INSTALLED): setup.py
+	test -x $(VENV_PYTHON) || $(PYTHON) -m venv $(VENV)
+	$(VENV_PYTHON) -m pip install "$(TORCH_SPEC)" setuptools wheel cython numpy
+	$(VENV_PYTHON) -m pip install --no-build-isolation fairseq-fixed==0.12.3.1
+	$(VENV_PYTHON) -m pip install -e ".[test]"
+	touch $(INSTALLED)
+
+test: $(INSTALLED)
+	$(VENV_PYTHON) -m pytest tests
+
+demo: $(INSTALLED)
+	@echo "make demo is not built yet (see the issue on the demo)"; exit 1

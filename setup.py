@@ -1,0 +1,27 @@
+"""Installs fairseq-flea: the FLEA plugin for fairseq (see README.md)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-flea",
+    version="0.1.0",
+    description=(
+        "Frame-level emotional state alignment (FLEA) for speech emotion "
+        "recognition, as a fairseq plugin"
+    ),
+    python_requires=">=3.11",
+    packages=find_packages(include=["fairseq_flea", "fairseq_flea.*"]),
+    install_requires=[
+        # fairseq 0.12.2 does not import on Python 3.11; this is upstream main + that fix.
+        "fairseq-fixed==0.12.3.1",
+        "torch>=2.0",
+        "numpy",
+        "scikit-learn",
+        "npy-append-array",
+        "soundfile",
+        "tqdm",
+    ],
+    extras_require={
+        "test": ["pytest"],
+    },
+)
