@@ -34,10 +34,6 @@ def allow_fairseq_checkpoint_types() -> None:
             omegaconf.base.ContainerMetadata,
             omegaconf.base.Metadata,
             omegaconf.nodes.AnyNode,
-            Any,
-            dict,
-            list,
-            int,
         ]
     )
 

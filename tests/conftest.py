@@ -1,0 +1,80 @@
+"""Shared fixtures: a generated tone corpus and real fairseq-hydra-train runs on it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from tone_corpus import write_frame_labels, write_tone_corpus  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PRETRAIN_CONFIG_DIR = REPO_ROOT / "config" / "pretrain"
+SCRATCH_CLASSES = 11
+CPT_CLASSES = 5
+
+
+def run_hydra_train(
+    config_dir: Path, config_name: str, overrides: Sequence[str], cwd: Path = REPO_ROOT
+) -> subprocess.CompletedProcess:
+    """Run the real fairseq-hydra-train of this environment, as a user types it."""
+    command = [
+        str(Path(sys.executable).parent / "fairseq-hydra-train"),
+        "--config-dir",
+        str(config_dir),
+        "--config-name",
+        config_name,
+        *overrides,
+    ]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def train_log_records(output: str, tag: str = "train_inner") -> List[Dict[str, float]]:
+    """The JSON records fairseq logs under ``[tag]`` (log_format json), values as floats."""
+    records = []
+    for line in output.splitlines():
+        if f"[{tag}]" in line and "{" in line:
+            record = json.loads(line[line.index("{") :])
+            records.append({key: float(value) for key, value in record.items()})
+    return records
+
+
+def assert_succeeded(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def tone_corpus(tmp_path_factory):
+    """Audio with 11 tone classes; 'km11' labels = the class, 'km5' labels = class mod 5."""
+    root = tmp_path_factory.mktemp("tone_corpus")
+    corpus = write_tone_corpus(
+        str(root / "data"), SCRATCH_CLASSES, {"train": 24, "valid": 4}, seed=0
+    )
+    write_frame_labels(corpus, str(root / "labels11"), "km", SCRATCH_CLASSES)
+    write_frame_labels(
+        corpus, str(root / "labels5"), "km", CPT_CLASSES, lambda classes: classes % CPT_CLASSES
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def scratch_run(tone_corpus):
+    """A tiny HuBERT trained from scratch on 11 label classes (30 updates)."""
+    save_dir = tone_corpus / "scratch"
+    result = run_hydra_train(
+        PRETRAIN_CONFIG_DIR,
+        "hubert_tiny",
+        [
+            f"task.data={tone_corpus / 'data'}",
+            f"task.label_dir={tone_corpus / 'labels11'}",
+            "task.labels=[km]",
+            f"checkpoint.save_dir={save_dir}",
+        ],
+    )
+    assert_succeeded(result)
+    return save_dir / "checkpoint_last.pt", result
