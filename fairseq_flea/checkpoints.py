@@ -2,8 +2,6 @@
 
 import argparse
 import os
-import pickle
-import zipfile
 from typing import Any, Dict
 
 import torch
@@ -46,7 +44,7 @@ def load_checkpoint_state(path: str) -> Dict[str, Any]:
         raise FleaInputError(f"{path}: checkpoint not found")
     try:
         state = checkpoint_utils.load_checkpoint_to_cpu(path)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError) as error:
+    except Exception as error:  # torch raises a different type for each way a file is foreign
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise FleaInputError(f"{path}: not a readable fairseq checkpoint ({first_line})") from error
     if not isinstance(state, dict) or "model" not in state:
