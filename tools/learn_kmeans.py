@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Learn k-means on dumped features (FEAT_DIR/{split}_{rank}_{nshard}.npy/.len) and save it
+with joblib at KM_PATH, as fairseq's examples/hubert/simple_kmeans/learn_kmeans.py does.
+
+--backend sklearn (default): MiniBatchKMeans with the official recipe's settings.
+--backend faiss: full-batch k-means with faiss (GPU when there is one), much faster; saved
+as a scikit-learn KMeans, so fairseq's dump_km_label.py reads it too."""
+
+import argparse
+import logging
+
+from fairseq_flea.errors import run_tool
+from fairseq_flea.kmeans import (
+    check_cluster_count,
+    learn_kmeans_faiss,
+    learn_kmeans_sklearn,
+    load_features,
+    mean_squared_distance,
+    save_kmeans,
+)
+
+logger = logging.getLogger("learn_kmeans")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("feat_dir")
+    parser.add_argument("split")
+    parser.add_argument("nshard", type=int)
+    parser.add_argument("km_path")
+    parser.add_argument("n_clusters", type=int)
+    parser.add_argument("--seed", default=0, type=int)
+    parser.add_argument("--percent", default=-1, type=float, help="fraction of utterances to use; -1 for all")
+    parser.add_argument("--backend", choices=["sklearn", "faiss"], default="sklearn")
+    sklearn_options = parser.add_argument_group("sklearn backend (official defaults)")
+    sklearn_options.add_argument("--init", default="k-means++")
+    sklearn_options.add_argument("--max_iter", default=100, type=int)
+    sklearn_options.add_argument("--batch_size", default=10000, type=int)
+    sklearn_options.add_argument("--tol", default=0.0, type=float)
+    sklearn_options.add_argument("--max_no_improvement", default=100, type=int)
+    sklearn_options.add_argument("--n_init", default=20, type=int)
+    sklearn_options.add_argument("--reassignment_ratio", default=0.0, type=float)
+    faiss_options = parser.add_argument_group("faiss backend")
+    faiss_options.add_argument("--faiss_iterations", default=50, type=int)
+    faiss_options.add_argument("--faiss_restarts", default=3, type=int)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+
+    features = load_features(args.feat_dir, args.split, args.nshard, args.percent, args.seed)
+    check_cluster_count(features, args.n_clusters, args.feat_dir)
+    if args.backend == "faiss":
+        model = learn_kmeans_faiss(
+            features, args.n_clusters, args.seed, args.faiss_iterations, args.faiss_restarts
+        )
+    else:
+        model = learn_kmeans_sklearn(
+            features, args.n_clusters, args.seed, args.init, args.max_iter, args.batch_size,
+            args.tol, args.max_no_improvement, args.n_init, args.reassignment_ratio,
+        )
+    save_kmeans(model, args.km_path)
+    inertia = mean_squared_distance(features, model.cluster_centers_)
+    logger.info(f"saved {args.km_path}: {args.n_clusters} clusters, inertia per frame {inertia:.5f}")
+
+
+if __name__ == "__main__":
+    run_tool(main)
