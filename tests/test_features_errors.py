@@ -1,0 +1,101 @@
+"""Bad input to the feature and k-means tools: one line naming the file, exit 1, no output left."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import REPO_ROOT
+from fairseq_flea.errors import FleaInputError
+from fairseq_flea.feature_dump import dump_layer_features, dump_mfcc_features
+from fairseq_flea.kmeans import check_cluster_count, load_features
+
+RATE = 16000
+
+
+def tool(name, *args):
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tools" / name), *map(str, args)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+
+
+def assert_clean_failure(result, *fragments):
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and all(fragment in errors[0] for fragment in fragments), result.stderr[-2000:]
+
+
+def write_manifest(directory, bad_name=None, write_bad=None):
+    """Two good utterances around an optional bad one, in the middle of the shard."""
+    directory.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    names = ["good_a.wav", bad_name, "good_b.wav"] if bad_name else ["good_a.wav", "good_b.wav"]
+    for name in ("good_a.wav", "good_b.wav"):
+        sf.write(directory / name, (0.1 * rng.standard_normal(RATE)).astype(np.float32), RATE)
+    if write_bad:
+        write_bad(directory / bad_name)
+    lines = [str(directory)] + [f"{name}\t{RATE}" for name in names]
+    (directory / "train.tsv").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+BAD_AUDIO = {
+    "missing": (None, "audio file not found"),
+    "corrupt": (lambda path: path.write_bytes(b"RIFF not really a wav"), "unreadable audio"),
+    "8 kHz": (lambda path: sf.write(path, np.zeros(8000, np.float32), 8000), "sample rate is 8000 Hz"),
+    "stereo": (lambda path: sf.write(path, np.zeros((RATE, 2), np.float32), RATE), "has 2 channels"),
+    "too short": (lambda path: sf.write(path, np.zeros(200, np.float32), RATE), "only 200 samples"),
+}
+
+
+@pytest.mark.parametrize("problem", BAD_AUDIO)
+def test_bad_audio_is_named_and_nothing_is_written(problem, scratch_run, tmp_path):
+    writer, message = BAD_AUDIO[problem]
+    data = write_manifest(tmp_path / "data", "bad.wav", writer)
+    out = tmp_path / "features"
+    with pytest.raises(FleaInputError) as layer_error:
+        dump_layer_features(str(data), "train", str(scratch_run[0]), 1, 1, 0, str(out))
+    with pytest.raises(FleaInputError) as mfcc_error:
+        dump_mfcc_features(str(data), "train", 1, 0, str(out))
+    for error in (layer_error, mfcc_error):
+        assert str(data / "bad.wav") in str(error.value) and message in str(error.value)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_dump_feature_cli_reports_a_bad_wav_in_one_line(scratch_run, tmp_path):
+    data = write_manifest(tmp_path / "data", "bad.wav", BAD_AUDIO["corrupt"][0])
+    result = tool("dump_feature.py", data, "train", scratch_run[0], 1, 1, 0, tmp_path / "features")
+    assert_clean_failure(result, str(data / "bad.wav"), "unreadable audio")
+    assert not (tmp_path / "features" / "train_0_1.npy").exists()
+
+
+def test_layer_out_of_range(scratch_run, tmp_path):
+    data = write_manifest(tmp_path / "data")
+    result = tool("dump_feature.py", data, "train", scratch_run[0], 3, 1, 0, tmp_path / "features")
+    assert_clean_failure(result, str(scratch_run[0]), "layer 3 is out of range", "1..2")
+
+
+def test_checkpoint_of_an_unknown_kind(scratch_run, tmp_path):
+    state = torch.load(scratch_run[0], map_location="cpu")
+    state["cfg"]["model"]["_name"] = "wav2vec2"
+    other = tmp_path / "wav2vec2.pt"
+    torch.save(state, other)
+    data = write_manifest(tmp_path / "data")
+    with pytest.raises(FleaInputError, match="checkpoint of an unknown kind.*'wav2vec2'"):
+        dump_layer_features(str(data), "train", str(other), 1, 1, 0, str(tmp_path / "features"))
+
+
+def test_more_clusters_than_frames(tmp_path):
+    data = write_manifest(tmp_path / "data")
+    dump_mfcc_features(str(data), "train", 1, 0, str(tmp_path / "features"))
+    result = tool("learn_kmeans.py", tmp_path / "features", "train", 1, tmp_path / "km.bin", 500)
+    frames = len(load_features(str(tmp_path / "features"), "train", 1))
+    assert_clean_failure(result, "500 clusters requested", f"only {frames} frames")
+    assert not (tmp_path / "km.bin").exists()
+    with pytest.raises(FleaInputError):
+        check_cluster_count(np.zeros((3, 2), np.float32), 4, "three frames")
