@@ -62,11 +62,11 @@ def read_corpus_csv(csv_path: str) -> Tuple[List[Utterance], bool]:
             )
         line_of_path[path] = line_number
         speaker, group = fields[2], (fields[3] if has_groups else "")
-        first_group, first_line = group_of_speaker.setdefault(speaker, (group, line_number))
-        if group != first_group:
+        speaker_group, speaker_line = group_of_speaker.setdefault(speaker, (group, line_number))
+        if group != speaker_group:
             raise FleaInputError(
                 f"{csv_path}, line {line_number}: speaker {speaker} is in group {group} here and in "
-                f"group {first_group} on line {first_line}; a speaker must stay in one group"
+                f"group {speaker_group} on line {speaker_line}; a speaker must stay in one group"
             )
         utterances.append(Utterance(path=path, label=fields[1], speaker=speaker, group=group))
     return utterances, has_groups

@@ -315,7 +315,7 @@ def test_csv_bad_rows_and_unreadable_wav(tmp_path):
     good = csv_path.read_text()
 
     csv_path.write_text(good + "audio/extra.wav,calm,ann\n")
-    with pytest.raises(FleaInputError, match=rf"^{csv_path}, line {len(rows) + 2}: expected 4 non-empty fields"):
+    with pytest.raises(FleaInputError, match=rf"^{csv_path}, line {len(rows) + 2}: expected 4 non-empty fields path,label,speaker,group \(as on line 2\)"):
         prepare_corpus(str(csv_path), str(tmp_path / "out"))
 
     csv_path.write_text(good + "audio/extra.wav,calm,ann,g2\n")
