@@ -7,7 +7,7 @@ import shutil
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -24,8 +24,8 @@ FOUR_CLASSES = {"ang": "ang", "hap": "hap", "exc": "hap", "neu": "neu", "sad": "
 SESSIONS = range(1, 6)
 
 
-def read_split(directory: Path, split: str) -> Dict[str, List[str]]:
-    """name (file stem) -> [label, speaker, num_samples] of one split, plus its audio root."""
+def read_split(directory: Path, split: str) -> Dict[str, Tuple[Optional[str], str, int]]:
+    """Absolute wav path -> (label or None where the split has no .emo, speaker, num_samples)."""
     manifest = read_manifest(str(directory / f"{split}.tsv"))
     speakers = read_label_lines(str(directory / f"{split}.spk"), manifest)
     labels = (
@@ -34,14 +34,14 @@ def read_split(directory: Path, split: str) -> Dict[str, List[str]]:
         else [None] * len(manifest)
     )
     return {
-        Path(name).stem: (label, speaker, samples, os.path.join(manifest.root, name))
+        os.path.join(manifest.root, name): (label, speaker, samples)
         for name, label, speaker, samples in zip(manifest.names, labels, speakers, manifest.num_samples)
     }
 
 
 def expected_split(utterances: List[GeneratedUtterance], class_map=FOUR_CLASSES):
     return {
-        u.name: (class_map[u.label], u.speaker, u.num_samples, u.wav_path)
+        u.wav_path: (class_map[u.label], u.speaker, u.num_samples)
         for u in utterances
         if u.label in class_map
     }
@@ -95,7 +95,7 @@ def test_folds_leave_one_session_out(iemocap_tree, iemocap_manifests):
         assert splits["valid"] == expected_split([u for u in iemocap_tree.utterances if u.speaker == f"Ses0{fold}F"])
         assert splits["test"] == expected_split([u for u in iemocap_tree.utterances if u.speaker == f"Ses0{fold}M"])
         assert all(splits[split] for split in splits)
-        paths = [set(entry[3] for entry in split.values()) for split in splits.values()]
+        paths = [set(split) for split in splits.values()]
         assert not (paths[0] & paths[1] or paths[0] & paths[2] or paths[1] & paths[2])
         assert read_manifest(str(fold_dir / "test.tsv")).root == iemocap_tree.root
         train_counts = Counter(label for label, *_ in splits["train"].values())
@@ -112,7 +112,7 @@ def test_speaker_is_the_suffix_gender_not_the_dialog_gender(iemocap_tree, iemoca
     assert crossed, "the generated tree must hold utterances whose dialog gender differs"
     for u in crossed:
         split = "valid" if u.name[-4] == "F" else "test"
-        assert read_split(out_dir / f"fold{u.session}", split)[u.name][1] == u.speaker
+        assert read_split(out_dir / f"fold{u.session}", split)[u.wav_path][1] == u.speaker
     assert iemocap_speaker("Ses03M_impro05b_F001") == "Ses03F"
     assert iemocap_speaker("Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_M003.wav") == "Ses01M"
 
@@ -181,7 +181,9 @@ def test_missing_unreadable_and_8khz_wavs_are_listed_and_skipped(tree_copy, tmp_
     assert len(reasons) == 3
     for u in (missing, unreadable, wrong_rate):
         assert f"skipped {u.wav_path}" in caplog.text
-    assert read_split(out_dir, "all").keys() == {u.name for u in kept} - {missing.name, unreadable.name, wrong_rate.name}
+    assert read_split(out_dir, "all").keys() == {u.wav_path for u in kept} - {
+        missing.wav_path, unreadable.wav_path, wrong_rate.wav_path
+    }
     assert report["total"] == len(kept) - 3
 
 
@@ -242,7 +244,10 @@ def write_csv_corpus(directory: Path, speakers_of_group: Dict[str, List[str]], w
                 num_samples = int(rng.integers(3200, 4800))
                 sf.write(directory / relative, 0.1 * rng.standard_normal(num_samples), 16000)
                 label = ["calm", "angry", "happy"][(index + len(rows)) % 3]
-                rows.append({"path": relative, "wav": str(directory / relative), "label": label, "speaker": speaker, "group": group, "num_samples": num_samples})
+                rows.append(
+                    {"path": relative, "wav": str(directory / relative), "label": label,
+                     "speaker": speaker, "group": group, "num_samples": num_samples}
+                )
     columns = ["path", "label", "speaker"] + (["group"] if with_groups else [])
     lines = [",".join(columns)] + [",".join(row[c] for c in columns) for row in rows]
     (directory / "corpus.csv").write_text("\n".join(lines) + "\n")
@@ -257,19 +262,6 @@ def csv_expected(rows, speakers):
     }
 
 
-def read_csv_split(directory: Path, split: str):
-    manifest = read_manifest(str(directory / f"{split}.tsv"))
-    return {
-        os.path.join(manifest.root, name): (label, speaker, samples)
-        for name, label, speaker, samples in zip(
-            manifest.names,
-            read_label_lines(str(directory / f"{split}.emo"), manifest),
-            read_label_lines(str(directory / f"{split}.spk"), manifest),
-            manifest.num_samples,
-        )
-    }, manifest.root
-
-
 def test_csv_corpus_leaves_one_group_out(tmp_path):
     speakers_of_group = {"studioA": ["ann", "bob"], "studioB": ["cat", "dan", "eve"], "studioC": ["fay", "gus"]}
     rows = write_csv_corpus(tmp_path, speakers_of_group)
@@ -281,11 +273,10 @@ def test_csv_corpus_leaves_one_group_out(tmp_path):
         held_out = sorted(speakers_of_group[group])
         valid, test = held_out[: len(held_out) // 2], held_out[len(held_out) // 2 :]
         fold_dir = out_dir / f"fold{fold}"
-        train_split, root = read_csv_split(fold_dir, "train")
-        assert root == str(tmp_path / "audio")
-        assert train_split == csv_expected(rows, set(all_speakers) - set(held_out))
-        assert read_csv_split(fold_dir, "valid")[0] == csv_expected(rows, valid)
-        assert read_csv_split(fold_dir, "test")[0] == csv_expected(rows, test)
+        assert read_manifest(str(fold_dir / "train.tsv")).root == str(tmp_path / "audio")
+        assert read_split(fold_dir, "train") == csv_expected(rows, set(all_speakers) - set(held_out))
+        assert read_split(fold_dir, "valid") == csv_expected(rows, valid)
+        assert read_split(fold_dir, "test") == csv_expected(rows, test)
         assert (fold_dir / "dict.emo.txt").read_text().split()[::2] == ["angry", "calm", "happy"]
         pretrain_speakers = set((fold_dir / "pretrain" / "train.spk").read_text().split())
         assert pretrain_speakers and not pretrain_speakers & set(held_out)
@@ -303,8 +294,8 @@ def test_csv_corpus_without_groups_folds_over_speaker_sets(tmp_path):
     assert [fold["valid_speakers"] + fold["test_speakers"] for fold in report["folds"]] == [
         ["spk0", "spk3"], ["spk1", "spk4"], ["spk2", "spk5"]
     ]
-    assert read_csv_split(out_dir / "fold2", "test")[0] == csv_expected(rows, {"spk4"})
-    assert read_csv_split(out_dir / "fold2", "train")[0] == csv_expected(rows, {"spk0", "spk3", "spk2", "spk5"})
+    assert read_split(out_dir / "fold2", "test") == csv_expected(rows, {"spk4"})
+    assert read_split(out_dir / "fold2", "train") == csv_expected(rows, {"spk0", "spk3", "spk2", "spk5"})
     with pytest.raises(FleaInputError, match="6 speakers cannot make 4 folds"):
         prepare_corpus(str(tmp_path / "corpus.csv"), str(out_dir), num_folds=4)
 
@@ -330,5 +321,5 @@ def test_csv_bad_rows_and_unreadable_wav(tmp_path):
     (tmp_path / rows[4]["path"]).write_bytes(b"not audio")
     report = prepare_corpus(str(csv_path), str(tmp_path / "out"))
     assert [item["path"] for item in report["skipped"]] == [rows[4]["wav"]]
-    assert rows[4]["wav"] not in read_csv_split(tmp_path / "out", "all")[0]
+    assert rows[4]["wav"] not in read_split(tmp_path / "out", "all")
     assert report["total"] == len(rows) - 1
