@@ -1,5 +1,6 @@
 """The one exception type for bad user input, and how command-line tools report it."""
 
+import logging
 import sys
 from typing import Callable
 
@@ -22,3 +23,10 @@ def run_tool(main: Callable[[], None]) -> None:
     except FleaInputError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+
+
+def log_tool_progress() -> None:
+    """Tools log at INFO to stdout; importing fairseq has already configured the root logger."""
+    logging.basicConfig(
+        format="%(levelname)s: %(message)s", level=logging.INFO, stream=sys.stdout, force=True
+    )

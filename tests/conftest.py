@@ -11,6 +11,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from iemocap_tree import IemocapTree, write_iemocap_tree  # noqa: E402
 from tone_corpus import write_frame_labels, write_tone_corpus  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,12 @@ def run_hydra_train(
         *overrides,
     ]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def run_python_tool(script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``tools/<script>`` with this environment's Python, as a user types it."""
+    command = [sys.executable, str(REPO_ROOT / "tools" / script), *args]
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
 def train_log_records(output: str, tag: str = "train_inner") -> List[Dict[str, float]]:
@@ -78,3 +85,18 @@ def scratch_run(tone_corpus):
     )
     assert_succeeded(result)
     return save_dir / "checkpoint_last.pt", result
+
+
+@pytest.fixture(scope="session")
+def iemocap_tree(tmp_path_factory) -> IemocapTree:
+    """A generated IEMOCAP-shaped tree; tests that break it work on their own copy."""
+    return write_iemocap_tree(str(tmp_path_factory.mktemp("iemocap") / "IEMOCAP_full_release"))
+
+
+@pytest.fixture(scope="session")
+def iemocap_manifests(iemocap_tree, tmp_path_factory):
+    """tools/prepare_iemocap.py --pretrain-splits on the generated tree: (out_dir, result)."""
+    out_dir = tmp_path_factory.mktemp("iemocap_manifests")
+    result = run_python_tool("prepare_iemocap.py", iemocap_tree.root, str(out_dir), "--pretrain-splits")
+    assert_succeeded(result)
+    return out_dir, result

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""FLEA phase 0 on any labelled corpus: fairseq manifests and utterance labels per fold.
+
+    python tools/prepare_corpus.py CSV OUT_DIR [--folds N] [--pretrain-splits]
+
+CSV rows are path,label,speaker[,group] (an optional header row names these columns;
+relative paths are relative to the CSV). With a group column each fold leaves one group
+out; without it the sorted speakers are dealt into --folds speaker sets (default 5) and
+each fold leaves one set out. The held-out speakers, sorted, split in two: the first half
+validates, the rest is test. Same layout and checks as tools/prepare_iemocap.py.
+"""
+
+import argparse
+
+from fairseq_flea.corpus_manifests import prepare_corpus
+from fairseq_flea.errors import log_tool_progress, run_tool
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("csv", help="path,label,speaker[,group] per row")
+    parser.add_argument("out_dir", help="where the manifests go, e.g. manifests/generated/mycorpus")
+    parser.add_argument(
+        "--folds", type=int, default=None,
+        help="number of speaker-set folds when the CSV has no group column (default: 5)",
+    )
+    parser.add_argument(
+        "--swap-valid-test", action="store_true",
+        help="validate on the second half of the held-out speakers, test on the first",
+    )
+    parser.add_argument(
+        "--pretrain-splits", action="store_true",
+        help="also write fold{k}/pretrain/{train,valid}.tsv from the training groups only",
+    )
+    parser.add_argument(
+        "--pretrain-valid-percent", type=float, default=5.0,
+        help="share of the training utterances in pretrain/valid.tsv (default: 5)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pretrain/valid draw (default: 0)")
+    args = parser.parse_args()
+    if not 0 < args.pretrain_valid_percent < 100:
+        parser.error("--pretrain-valid-percent must be between 0 and 100")
+    log_tool_progress()
+    prepare_corpus(
+        args.csv,
+        args.out_dir,
+        num_folds=args.folds,
+        swap_valid_test=args.swap_valid_test,
+        pretrain_valid_fraction=args.pretrain_valid_percent / 100 if args.pretrain_splits else None,
+        seed=args.seed,
+    )
+
+
+if __name__ == "__main__":
+    run_tool(main)
