@@ -20,3 +20,10 @@ def atomic_outputs(*paths: str) -> Iterator[List[str]]:
         raise
     for partial, path in zip(temporary, paths):
         os.replace(partial, path)
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Write a whole text file under a temporary name and rename it into place."""
+    with atomic_outputs(path) as (partial,):
+        with open(partial, "w") as output:
+            output.write(text)

@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import soundfile as sf
 from tqdm import tqdm
 
+from fairseq_flea.atomic_files import write_text_atomically
 from fairseq_flea.errors import FleaInputError
 
 logger = logging.getLogger(__name__)
@@ -69,14 +70,6 @@ class ReferenceCounts:
 
 # A held-out group's speakers in sorted order -> the ones that validate; the rest are test.
 ValidSpeakerChoice = Callable[[str, Sequence[str]], Sequence[str]]
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    """Write under a temporary name and rename, so a crash never leaves a file that looks whole."""
-    temporary_path = path + ".tmp"
-    with open(temporary_path, "w") as output:
-        output.write(text)
-    os.replace(temporary_path, path)
 
 
 def check_audio(utterances: Sequence[Utterance]) -> Tuple[List[Utterance], List[SkippedAudio]]:

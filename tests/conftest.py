@@ -35,9 +35,9 @@ def run_hydra_train(
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def run_python_tool(script: str, *args: str) -> subprocess.CompletedProcess:
+def run_python_tool(script: str, *args: object) -> subprocess.CompletedProcess:
     """Run ``tools/<script>`` with this environment's Python, as a user types it."""
-    command = [sys.executable, str(REPO_ROOT / "tools" / script), *args]
+    command = [sys.executable, str(REPO_ROOT / "tools" / script), *map(str, args)]
     return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 

@@ -1,26 +1,18 @@
 """Bad input to the feature and k-means tools: one line naming the file, exit 1, no output left."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from conftest import REPO_ROOT
+from conftest import run_python_tool
 from fairseq_flea.errors import FleaInputError
 from fairseq_flea.feature_dump import dump_layer_features, dump_mfcc_features
 from fairseq_flea.kmeans import check_cluster_count, load_features
 
 RATE = 16000
 
-
-def tool(name, *args):
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools" / name), *map(str, args)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-    )
 
 
 def assert_clean_failure(result, *fragments):
@@ -69,14 +61,14 @@ def test_bad_audio_is_named_and_nothing_is_written(problem, scratch_run, tmp_pat
 
 def test_dump_feature_cli_reports_a_bad_wav_in_one_line(scratch_run, tmp_path):
     data = write_manifest(tmp_path / "data", "bad.wav", BAD_AUDIO["corrupt"][0])
-    result = tool("dump_feature.py", data, "train", scratch_run[0], 1, 1, 0, tmp_path / "features")
+    result = run_python_tool("dump_feature.py", data, "train", scratch_run[0], 1, 1, 0, tmp_path / "features")
     assert_clean_failure(result, str(data / "bad.wav"), "unreadable audio")
     assert not (tmp_path / "features" / "train_0_1.npy").exists()
 
 
 def test_layer_out_of_range(scratch_run, tmp_path):
     data = write_manifest(tmp_path / "data")
-    result = tool("dump_feature.py", data, "train", scratch_run[0], 3, 1, 0, tmp_path / "features")
+    result = run_python_tool("dump_feature.py", data, "train", scratch_run[0], 3, 1, 0, tmp_path / "features")
     assert_clean_failure(result, str(scratch_run[0]), "layer 3 is out of range", "1..2")
 
 
@@ -93,7 +85,7 @@ def test_checkpoint_of_an_unknown_kind(scratch_run, tmp_path):
 def test_more_clusters_than_frames(tmp_path):
     data = write_manifest(tmp_path / "data")
     dump_mfcc_features(str(data), "train", 1, 0, str(tmp_path / "features"))
-    result = tool("learn_kmeans.py", tmp_path / "features", "train", 1, tmp_path / "km.bin", 500)
+    result = run_python_tool("learn_kmeans.py", tmp_path / "features", "train", 1, tmp_path / "km.bin", 500)
     frames = len(load_features(str(tmp_path / "features"), "train", 1))
     assert_clean_failure(result, "500 clusters requested", f"only {frames} frames")
     assert not (tmp_path / "km.bin").exists()

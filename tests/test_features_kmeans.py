@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 import fairseq_flea  # noqa: F401
-from conftest import REPO_ROOT
+from conftest import run_python_tool
 from fairseq import checkpoint_utils
 from fairseq_flea.feature_dump import dump_layer_features
 from fairseq_flea.hubert_features import pad_waveforms, padding_mask_from_lengths
@@ -21,12 +21,6 @@ from fairseq_flea.manifest import read_manifest
 FAIRSEQ_KMEANS_SCRIPTS = Path(fairseq.__file__).parent / "examples" / "hubert" / "simple_kmeans"
 LAYER = 1
 
-
-def run_tool(name, *args, cwd=REPO_ROOT):
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tools" / name), *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
-    )
 
 
 def run_fairseq_script(name, *args):
@@ -68,7 +62,7 @@ def dumped(tone_corpus, scratch_run, tmp_path_factory):
     """Layer features of the train split: batched in one shard, batched in two, and alone."""
     root = tmp_path_factory.mktemp("features")
     data, checkpoint = tone_corpus / "data", scratch_run[0]
-    ok(run_tool("dump_feature.py", data, "train", checkpoint, LAYER, 1, 0, root / "one"))
+    ok(run_python_tool("dump_feature.py", data, "train", checkpoint, LAYER, 1, 0, root / "one"))
     # The library behind the tool, in-process: the same code without a start-up per shard.
     for rank in (0, 1):
         dump_layer_features(str(data), "train", str(checkpoint), LAYER, 2, rank, str(root / "two"))
@@ -109,7 +103,7 @@ def test_batched_equals_alone_with_groupnorm_model(dumped, model, waveforms):
 
 
 def test_max_chunk_extracts_pieces_separately(tone_corpus, scratch_run, model, waveforms, tmp_path):
-    ok(run_tool("dump_feature.py", tone_corpus / "data", "train", scratch_run[0], LAYER, 1, 0, tmp_path, "--max-chunk", 16000))
+    ok(run_python_tool("dump_feature.py", tone_corpus / "data", "train", scratch_run[0], LAYER, 1, 0, tmp_path, "--max-chunk", 16000))
     features = read_shards(tmp_path, "train", 1)
     with torch.no_grad():
         expected = torch.cat([
@@ -159,7 +153,7 @@ def reference_deltas(features: torch.Tensor) -> torch.Tensor:
 
 
 def test_mfcc_dump_matches_torchaudio_kaldi(tone_corpus, waveforms, tmp_path):
-    ok(run_tool("dump_mfcc_feature.py", tone_corpus / "data", "train", 1, 0, tmp_path))
+    ok(run_python_tool("dump_mfcc_feature.py", tone_corpus / "data", "train", 1, 0, tmp_path))
     features = read_shards(tmp_path, "train", 1)
     kaldi = torchaudio_kaldi_reference()
     for dumped_frames, waveform in zip(features[:5], waveforms[:5]):
@@ -176,7 +170,7 @@ def km_dir(dumped, tmp_path_factory):
     root = tmp_path_factory.mktemp("kmeans")
     features = load_features(str(dumped / "two"), "train", 2)
     save_kmeans(learn_kmeans_sklearn(features, 8, n_init=3), str(root / "ours.bin"))
-    ok(run_tool("learn_kmeans.py", dumped / "two", "train", 2, root / "faiss.bin", 8, "--backend", "faiss"))
+    ok(run_python_tool("learn_kmeans.py", dumped / "two", "train", 2, root / "faiss.bin", 8, "--backend", "faiss"))
     ok(run_fairseq_script("learn_kmeans.py", dumped / "two", "train", 2, root / "fairseq.bin", 8, "--n_init", 3))
     return root
 
@@ -195,8 +189,8 @@ def test_our_and_fairseq_label_dumps_agree(dumped, km_dir, model_name, tmp_path)
 
 def test_merged_labels_fit_the_manifest(tone_corpus, dumped, km_dir, tmp_path):
     for rank in (0, 1):
-        ok(run_tool("dump_km_label.py", dumped / "two", "train", km_dir / "faiss.bin", 2, rank, tmp_path))
-    ok(run_tool("merge_km_labels.py", tmp_path, "train", 2, km_dir / "faiss.bin"))
+        ok(run_python_tool("dump_km_label.py", dumped / "two", "train", km_dir / "faiss.bin", 2, rank, tmp_path))
+    ok(run_python_tool("merge_km_labels.py", tmp_path, "train", 2, km_dir / "faiss.bin"))
     lines = (tmp_path / "train.km").read_text().splitlines()
     frames = [len(f) for f in read_shards(dumped / "one", "train", 1)]
     assert [len(line.split()) for line in lines] == frames

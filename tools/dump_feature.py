@@ -4,9 +4,8 @@ in the format of fairseq's examples/hubert/simple_kmeans/dump_hubert_feature.py:
 FEAT_DIR/{split}_{rank}_{nshard}.npy and .len. Runs on the GPU when there is one."""
 
 import argparse
-import logging
 
-from fairseq_flea.errors import run_tool
+from fairseq_flea.errors import log_tool_progress, run_tool
 from fairseq_flea.feature_dump import dump_layer_features
 
 
@@ -24,7 +23,7 @@ def main() -> None:
     parser.add_argument("--batch-seconds", type=float, default=100.0,
                         help="padded seconds of audio per batch; 0 extracts one utterance at a time")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    log_tool_progress()
     dump_layer_features(
         args.tsv_dir, args.split, args.ckpt_path, args.layer, args.nshard, args.rank,
         args.feat_dir, max_chunk=args.max_chunk, batch_seconds=args.batch_seconds,

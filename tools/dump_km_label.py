@@ -4,9 +4,8 @@ examples/hubert/simple_kmeans/dump_km_label.py does: LAB_DIR/{split}_{rank}_{nsh
 KM_PATH may come from our learn_kmeans.py (either backend) or from fairseq's."""
 
 import argparse
-import logging
 
-from fairseq_flea.errors import run_tool
+from fairseq_flea.errors import log_tool_progress, run_tool
 from fairseq_flea.kmeans import dump_km_labels
 
 
@@ -19,7 +18,7 @@ def main() -> None:
     parser.add_argument("rank", type=int, help="0-based shard index")
     parser.add_argument("lab_dir")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    log_tool_progress()
     dump_km_labels(args.feat_dir, args.split, args.km_path, args.nshard, args.rank, args.lab_dir)
 
 

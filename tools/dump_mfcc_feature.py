@@ -4,9 +4,8 @@ as fairseq's examples/hubert/simple_kmeans/dump_mfcc_feature.py does, without to
 FEAT_DIR/{split}_{rank}_{nshard}.npy and .len. HuBERT iteration-1 labels use label_rate 100."""
 
 import argparse
-import logging
 
-from fairseq_flea.errors import run_tool
+from fairseq_flea.errors import log_tool_progress, run_tool
 from fairseq_flea.feature_dump import dump_mfcc_features
 
 
@@ -19,7 +18,7 @@ def main() -> None:
     parser.add_argument("feat_dir")
     parser.add_argument("--sample_rate", "--sample-rate", type=int, default=16000)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    log_tool_progress()
     dump_mfcc_features(args.tsv_dir, args.split, args.nshard, args.rank, args.feat_dir, args.sample_rate)
 
 

@@ -9,7 +9,7 @@ as a scikit-learn KMeans, so fairseq's dump_km_label.py reads it too."""
 import argparse
 import logging
 
-from fairseq_flea.errors import run_tool
+from fairseq_flea.errors import log_tool_progress, run_tool
 from fairseq_flea.kmeans import (
     check_cluster_count,
     learn_kmeans_faiss,
@@ -44,7 +44,7 @@ def main() -> None:
     faiss_options.add_argument("--faiss_iterations", default=50, type=int)
     faiss_options.add_argument("--faiss_restarts", default=3, type=int)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    log_tool_progress()
 
     features = load_features(args.feat_dir, args.split, args.nshard, args.percent, args.seed)
     check_cluster_count(features, args.n_clusters, args.feat_dir)

@@ -4,9 +4,8 @@ write LAB_DIR/dict.{name}.txt (one line per cluster of KM_PATH): the files conti
 pretraining reads (task.label_dir=LAB_DIR task.labels='["{name}"]')."""
 
 import argparse
-import logging
 
-from fairseq_flea.errors import run_tool
+from fairseq_flea.errors import log_tool_progress, run_tool
 from fairseq_flea.kmeans import merge_km_labels
 
 
@@ -18,7 +17,7 @@ def main() -> None:
     parser.add_argument("km_path", help="the k-means model the labels came from (gives the cluster count)")
     parser.add_argument("--name", default="km", help="label name: the file extension (default km)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    log_tool_progress()
     merge_km_labels(args.lab_dir, args.split, args.nshard, args.km_path, args.name)
 
 
