@@ -9,4 +9,4 @@ from fairseq_flea.checkpoints import allow_fairseq_checkpoint_types
 
 allow_fairseq_checkpoint_types()
 
-from fairseq_flea import tasks  # noqa: E402,F401  (registers with fairseq on import)
+from fairseq_flea import criterions, models, tasks  # noqa: E402,F401  (registers with fairseq on import)

@@ -1,3 +1,3 @@
 """fairseq tasks registered by the plugin."""
 
-from fairseq_flea.tasks import emotion_hubert_pretraining  # noqa: F401
+from fairseq_flea.tasks import emotion_classification, emotion_hubert_pretraining  # noqa: F401

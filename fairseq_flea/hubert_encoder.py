@@ -1,0 +1,45 @@
+"""A HuBERT encoder (no pretraining heads) built from a pretraining config and checkpoint."""
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping
+
+import torch
+from fairseq.dataclass.utils import merge_with_parent
+from fairseq.models.hubert import HubertConfig, HubertModel
+from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from fairseq_flea.checkpoints import hubert_model_config, load_checkpoint_state
+from fairseq_flea.hubert_init import is_label_prediction_parameter
+
+
+def build_hubert_encoder(pretraining_cfg: DictConfig, overrides: Mapping[str, Any]) -> HubertModel:
+    """A randomly initialised HubertModel of the config's architecture, without the
+    label embeddings and final projection that only masked prediction uses."""
+    model_cfg = OmegaConf.create(OmegaConf.to_container(pretraining_cfg.model, resolve=True))
+    with open_dict(model_cfg):
+        model_cfg.update(overrides)
+    model_cfg = merge_with_parent(HubertConfig(), model_cfg)
+    task_cfg = HubertPretrainingConfig(sample_rate=int(pretraining_cfg.task.get("sample_rate", 16000)))
+    encoder = HubertModel(model_cfg, task_cfg, [None])
+    encoder.remove_pretraining_modules()
+    return encoder
+
+
+@dataclass
+class HubertEncoderSource:
+    path: str
+    config: DictConfig  # the checkpoint's whole pretraining config (model and task)
+    weights: Dict[str, torch.Tensor]
+
+    def load_into(self, encoder: HubertModel) -> None:
+        encoder_weights = {
+            name: tensor for name, tensor in self.weights.items() if not is_label_prediction_parameter(name)
+        }
+        encoder.load_state_dict(encoder_weights, strict=True)
+
+
+def load_hubert_encoder_source(path: str) -> HubertEncoderSource:
+    state = load_checkpoint_state(path)
+    hubert_model_config(state, path)
+    return HubertEncoderSource(path=path, config=state["cfg"], weights=state["model"])
