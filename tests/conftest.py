@@ -100,3 +100,42 @@ def iemocap_manifests(iemocap_tree, tmp_path_factory):
     result = run_python_tool("prepare_iemocap.py", iemocap_tree.root, str(out_dir), "--pretrain-splits")
     assert_succeeded(result)
     return out_dir, result
+
+
+FINETUNE_CONFIG_DIR = REPO_ROOT / "config" / "finetune"
+
+
+@pytest.fixture(scope="session")
+def emotion_corpus(tmp_path_factory):
+    """Labelled utterances whose four classes differ in pitch and energy."""
+    from emotion_tones import write_emotion_corpus
+
+    data_dir = tmp_path_factory.mktemp("emotion_corpus")
+    write_emotion_corpus(str(data_dir), {"train": 48, "valid": 16, "test": 16}, seed=1)
+    return data_dir
+
+
+def finetune(emotion_corpus, scratch_run, save_dir, pooling: str, *extra: str):
+    """A real fairseq-hydra-train fine-tuning of the tiny scratch HuBERT."""
+    result = run_hydra_train(
+        FINETUNE_CONFIG_DIR,
+        f"ser_{pooling}_tiny",
+        [
+            f"task.data={emotion_corpus}",
+            f"model.w2v_path={scratch_run[0]}",
+            f"checkpoint.save_dir={save_dir}",
+            *extra,
+        ],
+    )
+    assert_succeeded(result)
+    return save_dir / "checkpoint_best.pt", result
+
+
+@pytest.fixture(scope="session")
+def attention_finetune(emotion_corpus, scratch_run, tmp_path_factory):
+    return finetune(emotion_corpus, scratch_run, tmp_path_factory.mktemp("ser_attention"), "attention")
+
+
+@pytest.fixture(scope="session")
+def mean_finetune(emotion_corpus, scratch_run, tmp_path_factory):
+    return finetune(emotion_corpus, scratch_run, tmp_path_factory.mktemp("ser_mean"), "mean")

@@ -15,6 +15,8 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
+from fairseq_flea.metrics import unweighted_accuracy
+
 
 @dataclass
 class EmotionCrossEntropyConfig(FairseqDataclass):
@@ -28,12 +30,6 @@ def inverse_frequency_weights(counts: List[int]) -> torch.Tensor:
     """N / (K * count_k): a class that is half as frequent weighs twice as much."""
     counts_tensor = torch.tensor(counts, dtype=torch.float).clamp(min=1)
     return counts_tensor.sum() / (len(counts) * counts_tensor)
-
-
-def unweighted_accuracy(correct: List[float], total: List[float]) -> Optional[float]:
-    """Mean recall over the classes that occur; None when none does."""
-    recalls = [c / t for c, t in zip(correct, total) if t > 0]
-    return sum(recalls) / len(recalls) if recalls else None
 
 
 @register_criterion("emotion_cross_entropy", dataclass=EmotionCrossEntropyConfig)
