@@ -22,6 +22,8 @@ from fairseq_flea.atomic_files import atomic_outputs
 from fairseq_flea.audio import read_mono_audio
 from fairseq_flea.checkpoints import checkpoint_model_name, load_checkpoint_state
 from fairseq_flea.errors import FleaInputError
+from fairseq_flea.inference import CLASSIFIER_MODEL
+from fairseq_flea.hubert_encoder import build_hubert_encoder, load_hubert_encoder_source
 from fairseq_flea.hubert_features import (
     hubert_forward,
     length_sorted_batches,
@@ -51,24 +53,31 @@ def default_device() -> torch.device:
 
 
 def load_feature_model(checkpoint_path: str, device: Optional[torch.device] = None) -> FeatureModel:
-    """The HuBERT encoder of a pretraining or fine-tuned checkpoint, ready for inference."""
-    from fairseq import checkpoint_utils
-
+    """The HuBERT encoder of a checkpoint, ready for inference: a HuBERT pretraining
+    checkpoint (fairseq's, ours, or an encoder-only conversion) or a fine-tuned classifier."""
     state = load_checkpoint_state(checkpoint_path)
     model_name = checkpoint_model_name(state)
-    if model_name != "hubert":
+    if model_name == "hubert":
+        source = load_hubert_encoder_source(checkpoint_path, state)
+        hubert = build_hubert_encoder(source.config, {})
+        source.load_into(hubert)
+        task_cfg = source.config.task
+    elif model_name == CLASSIFIER_MODEL:
+        from fairseq import checkpoint_utils
+
+        models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task([checkpoint_path], state=state)
+        hubert, task_cfg = models[0].encoder, cfg.task
+    else:
         raise FleaInputError(
             f"{checkpoint_path}: checkpoint of an unknown kind (model {model_name or 'unknown'!r}); "
-            "expected a HuBERT pretraining checkpoint"
+            f"expected a HuBERT pretraining checkpoint ('hubert') or a fine-tuned {CLASSIFIER_MODEL!r}"
         )
-    models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task([checkpoint_path], state=state)
-    hubert = models[0]
     device = device or default_device()
     return FeatureModel(
         checkpoint_path=checkpoint_path,
         hubert=hubert.eval().to(device),
-        sample_rate=int(cfg.task.sample_rate),
-        normalize=bool(cfg.task.normalize),
+        sample_rate=int(task_cfg.get("sample_rate", 16000)),
+        normalize=bool(task_cfg.get("normalize", False)),
         device=device,
     )
 

@@ -1,7 +1,7 @@
 """A HuBERT encoder (no pretraining heads) built from a pretraining config and checkpoint."""
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from fairseq.dataclass.utils import merge_with_parent
@@ -39,7 +39,8 @@ class HubertEncoderSource:
         encoder.load_state_dict(encoder_weights, strict=True)
 
 
-def load_hubert_encoder_source(path: str) -> HubertEncoderSource:
-    state = load_checkpoint_state(path)
+def load_hubert_encoder_source(path: str, state: Optional[Dict[str, Any]] = None) -> HubertEncoderSource:
+    """A HuBERT checkpoint's config and weights (``state``: the already loaded checkpoint)."""
+    state = state if state is not None else load_checkpoint_state(path)
     hubert_model_config(state, path)
     return HubertEncoderSource(path=path, config=state["cfg"], weights=state["model"])
