@@ -20,8 +20,12 @@ setup(
         "npy-append-array",
         "soundfile",
         "tqdm",
+        "safetensors",
+        "joblib",
+        "scipy",
     ],
     extras_require={
-        "test": ["pytest"],
+        # transformers only to build a HuggingFace HuBERT that the converter's test reads
+        "test": ["pytest", "transformers"],
     },
 )

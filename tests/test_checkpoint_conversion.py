@@ -1,0 +1,118 @@
+"""tools/convert_checkpoint.py: encoder-only, HuggingFace -> fairseq, classifier -> inference."""
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import fairseq_flea  # noqa: F401
+from conftest import run_python_tool
+from fairseq_flea.feature_dump import load_feature_model
+from fairseq_flea.hubert_features import hubert_forward
+from fairseq_flea.inference import EmotionRecognizer
+from test_pretraining import build_model_at_update_zero
+
+
+def converted(kind, source, output):
+    result = run_python_tool("convert_checkpoint.py", kind, source, output)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return output
+
+
+@pytest.fixture(scope="module")
+def encoder_only(scratch_run, tmp_path_factory):
+    return converted("encoder", scratch_run[0], tmp_path_factory.mktemp("encoder") / "encoder.pt")
+
+
+def test_encoder_only_checkpoint_is_small_and_has_no_label_parts(encoder_only, scratch_run):
+    state = torch.load(encoder_only, map_location="cpu")
+    assert not any(name.startswith(("label_embs", "final_proj")) for name in state["model"])
+    assert state["last_optimizer_state"] is None
+    assert encoder_only.stat().st_size < 0.5 * scratch_run[0].stat().st_size
+
+
+def test_encoder_only_checkpoint_starts_pretraining(encoder_only, scratch_run, tone_corpus):
+    _, model = build_model_at_update_zero(
+        "flea_cpt_tiny",
+        **{
+            "task.data": str(tone_corpus / "data"),
+            "task.label_dir": str(tone_corpus / "labels5"),
+            "task.init_from": str(encoder_only),
+        },
+    )
+    source = torch.load(scratch_run[0], map_location="cpu")["model"]
+    for name, tensor in model.state_dict().items():
+        if name.startswith(("feature_extractor.", "encoder.")):
+            assert torch.equal(tensor, source[name]), name
+
+
+def test_encoder_only_checkpoint_gives_the_same_features(encoder_only, scratch_run):
+    original, converted_model = load_feature_model(str(scratch_run[0])), load_feature_model(str(encoder_only))
+    wave = torch.randn(1, 20000) * 0.1
+    lengths = torch.tensor([20000])
+    with torch.no_grad():
+        a, _ = hubert_forward(original.hubert, wave, lengths, output_layer=2)
+        b, _ = hubert_forward(converted_model.hubert, wave, lengths, output_layer=2)
+    assert torch.equal(a, b)
+
+
+def test_inference_checkpoint_predicts_like_the_fine_tuned_one(attention_finetune, emotion_corpus, tmp_path):
+    checkpoint, _ = attention_finetune
+    inference = converted("inference", checkpoint, tmp_path / "inference.pt")
+    assert inference.stat().st_size < 0.6 * checkpoint.stat().st_size  # no optimizer state
+    wav = str(next((emotion_corpus / "wav").glob("test_*.wav")))
+    a = EmotionRecognizer.load(str(checkpoint)).predict_files([wav])[0]
+    b = EmotionRecognizer.load(str(inference)).predict_files([wav])[0]
+    assert a.probabilities.argmax() == b.probabilities.argmax()
+    assert np.abs(a.probabilities - b.probabilities).max() < 1e-6
+    state = torch.load(inference, map_location="cpu")
+    assert state["task_state"]["target_dictionary"].symbols[-4:] == ["ang", "hap", "neu", "sad"]
+
+
+def test_inference_conversion_refuses_a_pretraining_checkpoint(scratch_run, tmp_path):
+    result = run_python_tool("convert_checkpoint.py", "inference", scratch_run[0], tmp_path / "x.pt")
+    assert result.returncode == 1
+    assert "not a fine-tuned emotion classifier" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "x.pt").exists()
+
+
+def import_transformers_hubert():
+    """transformers imports torchaudio whenever it is installed, and the torchaudio that
+    fairseq pulls in cannot load its C library beside this torch: tell transformers it is absent."""
+    transformers = pytest.importorskip("transformers")
+    import transformers.utils.import_utils as import_utils
+
+    import_utils.is_torchaudio_available = lambda: False
+    transformers.utils.is_torchaudio_available = lambda: False
+    from transformers import HubertConfig, HubertModel
+
+    return HubertConfig, HubertModel
+
+
+@pytest.mark.parametrize("weights_file", ["model.safetensors", "pytorch_model.bin"])
+def test_huggingface_hubert_converts_layer_for_layer(weights_file, tmp_path):
+    HubertConfig, HubertModel = import_transformers_hubert()
+    torch.manual_seed(0)
+    config = HubertConfig(
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=2, intermediate_size=128,
+        conv_dim=(32,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, feat_extract_norm="group",
+    )
+    hf_model = HubertModel(config).eval()
+    hf_model.save_pretrained(tmp_path / "hf")
+    if weights_file == "pytorch_model.bin":  # the older form, as facebook/hubert-base-ls960 ships
+        (tmp_path / "hf" / "model.safetensors").unlink()
+        torch.save(hf_model.state_dict(), tmp_path / "hf" / weights_file)
+    assert (tmp_path / "hf" / weights_file).exists()
+
+    output = converted("huggingface", tmp_path / "hf", tmp_path / "fairseq.pt")
+    model = load_feature_model(str(output))
+    assert isinstance(model.hubert.feature_extractor.conv_layers[0][2], torch.nn.GroupNorm)
+    wave = torch.randn(1, 24000) * 0.1
+    with torch.no_grad():
+        hidden_states = hf_model(wave, output_hidden_states=True).hidden_states
+        for layer in range(1, config.num_hidden_layers + 1):
+            ours, _ = hubert_forward(model.hubert, wave, torch.tensor([24000]), output_layer=layer)
+            assert ours.shape == hidden_states[layer].shape
+            assert (ours - hidden_states[layer]).abs().max() < 1e-4, layer
+    assert OmegaConf.create(torch.load(output, map_location="cpu")["cfg"]).model.encoder_layers == 3
