@@ -99,42 +99,46 @@ def learn_kmeans_faiss(
     features: np.ndarray,
     n_clusters: int,
     seed: int = 0,
-    iterations: int = 50,
-    restarts: int = 3,
-    init_sample: int = 100,
+    iterations: int = 40,
+    restarts: int = 5,
+    points_per_cluster: int = 512,
+    seeding_points_per_cluster: int = 64,
 ) -> KMeans:
-    """Full-batch k-means with faiss, returned as a fitted scikit-learn ``KMeans`` so that
-    fairseq's dump_km_label.py and ``predict`` use it unchanged.
+    """k-means with faiss, returned as a fitted scikit-learn ``KMeans`` so that fairseq's
+    dump_km_label.py and ``predict`` use it unchanged.
 
-    Each of ``restarts`` runs starts from k-means++ centres drawn from ``init_sample``
-    frames per cluster (faiss's own start, random frames, often merges clusters); the run
-    with the lowest inertia is kept, as scikit-learn does with ``n_init``.
+    As faiss does by default, Lloyd iterations run on a random sample of
+    ``points_per_cluster`` frames per cluster, which is what makes it fast. Each of
+    ``restarts`` runs starts from k-means++ centres drawn from a smaller sample
+    (``seeding_points_per_cluster``; k-means++ costs more per point than an iteration, and
+    faiss's own start, random frames, often merges clusters); the run with the lowest
+    objective on the sample is kept, as scikit-learn does with ``n_init``.
     """
     import faiss
     from sklearn.cluster import kmeans_plusplus
 
-    features = np.ascontiguousarray(features, dtype=np.float32)
     rng = np.random.default_rng(seed)
-    best_centers, best_inertia = None, np.inf
+    sample_size = min(len(features), points_per_cluster * n_clusters)
+    sample = np.ascontiguousarray(features[np.sort(rng.choice(len(features), sample_size, replace=False))], dtype=np.float32)
+    best_centers, best_objective = None, np.inf
+    seeding_size = min(sample_size, seeding_points_per_cluster * n_clusters)
     for restart in range(restarts):
-        sample = features[rng.choice(len(features), min(len(features), init_sample * n_clusters), replace=False)]
-        initial_centers, _ = kmeans_plusplus(sample, n_clusters, random_state=seed + restart)
+        seeding_sample = sample[rng.choice(sample_size, seeding_size, replace=False)]
+        initial_centers, _ = kmeans_plusplus(seeding_sample, n_clusters, random_state=seed + restart)
         trainer = faiss.Kmeans(
-            features.shape[1], n_clusters, niter=iterations, seed=seed + restart,
-            gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=len(features),
+            sample.shape[1], n_clusters, niter=iterations, seed=seed + restart,
+            gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=sample_size,
         )
-        trainer.train(features, init_centroids=np.ascontiguousarray(initial_centers, dtype=np.float32))
-        inertia = mean_squared_distance(features, trainer.centroids)
-        logger.info(f"faiss k-means run {restart + 1}/{restarts}: inertia per frame {inertia:.5f}")
-        if inertia < best_inertia:
-            best_centers, best_inertia = trainer.centroids.astype(np.float32), inertia
+        trainer.train(sample, init_centroids=np.ascontiguousarray(initial_centers, dtype=np.float32))
+        objective = float(trainer.obj[-1]) / sample_size
+        logger.info(f"faiss k-means run {restart + 1}/{restarts}: inertia per sampled frame {objective:.5f}")
+        if objective < best_objective:
+            best_centers, best_objective = trainer.centroids.astype(np.float32), objective
     model = KMeans(n_clusters=n_clusters, n_init=restarts, random_state=seed)
     model.cluster_centers_ = best_centers
     model.n_features_in_ = features.shape[1]
     model.n_iter_ = iterations
     model._n_threads = 1
-    model.labels_ = assign_clusters(features, best_centers)
-    model.inertia_ = best_inertia * len(features)
     return model
 
 
@@ -170,9 +174,10 @@ def assign_clusters(features: np.ndarray, centers: np.ndarray) -> np.ndarray:
 def mean_squared_distance(features: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> float:
     """Inertia per frame: mean squared distance of each frame to its nearest centre."""
     total = 0.0
+    centers = centers.astype(np.float32)
     for start in range(0, len(features), chunk):
-        distances = squared_distances(features[start : start + chunk].astype(np.float64), centers.astype(np.float64))
-        total += float(np.maximum(distances.min(axis=1), 0).sum())
+        distances = squared_distances(np.asarray(features[start : start + chunk], dtype=np.float32), centers)
+        total += float(np.maximum(distances.min(axis=1), 0).sum(dtype=np.float64))
     return total / len(features)
 
 

@@ -3,8 +3,9 @@
 with joblib at KM_PATH, as fairseq's examples/hubert/simple_kmeans/learn_kmeans.py does.
 
 --backend sklearn (default): MiniBatchKMeans with the official recipe's settings.
---backend faiss: full-batch k-means with faiss (GPU when there is one), much faster; saved
-as a scikit-learn KMeans, so fairseq's dump_km_label.py reads it too."""
+--backend faiss: k-means with faiss on a sample of the frames, best of several k-means++
+starts (GPU when there is one), much faster; saved as a scikit-learn KMeans, so fairseq's
+dump_km_label.py reads it too."""
 
 import argparse
 import logging
@@ -41,8 +42,10 @@ def main() -> None:
     sklearn_options.add_argument("--n_init", default=20, type=int)
     sklearn_options.add_argument("--reassignment_ratio", default=0.0, type=float)
     faiss_options = parser.add_argument_group("faiss backend")
-    faiss_options.add_argument("--faiss_iterations", default=50, type=int)
-    faiss_options.add_argument("--faiss_restarts", default=3, type=int)
+    faiss_options.add_argument("--faiss_iterations", default=40, type=int)
+    faiss_options.add_argument("--faiss_restarts", default=5, type=int)
+    faiss_options.add_argument("--faiss_points_per_cluster", default=512, type=int,
+                               help="Lloyd iterations run on a sample of this many frames per cluster")
     args = parser.parse_args()
     log_tool_progress()
 
@@ -50,7 +53,8 @@ def main() -> None:
     check_cluster_count(features, args.n_clusters, args.feat_dir)
     if args.backend == "faiss":
         model = learn_kmeans_faiss(
-            features, args.n_clusters, args.seed, args.faiss_iterations, args.faiss_restarts
+            features, args.n_clusters, args.seed, args.faiss_iterations, args.faiss_restarts,
+            args.faiss_points_per_cluster,
         )
     else:
         model = learn_kmeans_sklearn(
