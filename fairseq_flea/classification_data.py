@@ -1,7 +1,7 @@
 """Utterance-level emotion data: a fairseq manifest, one label per line, and the label dictionary."""
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,9 +26,9 @@ def class_names(dictionary: Dictionary) -> List[str]:
     return dictionary.symbols[dictionary.nspecial :]
 
 
-def read_class_indices(label_path: str, manifest: Manifest, dictionary: Dictionary) -> List[int]:
-    """Each utterance's class index; a label missing from the dictionary names its line."""
-    classes = {name: index for index, name in enumerate(class_names(dictionary))}
+def read_class_indices(label_path: str, manifest: Manifest, classes: Sequence[str]) -> List[int]:
+    """Each utterance's index in ``classes``; a label missing from them names its line."""
+    classes = {name: index for index, name in enumerate(classes)}
     indices = []
     for line_number, line in enumerate(read_label_lines(label_path, manifest), start=1):
         label = line.strip()
@@ -117,6 +117,8 @@ def load_classification_split(
     max_sample_size: Optional[int],
 ) -> EmotionClassificationDataset:
     manifest = read_manifest(os.path.join(data_dir, f"{split}.tsv"))
-    targets = read_class_indices(os.path.join(data_dir, f"{split}.{label_name}"), manifest, dictionary)
+    targets = read_class_indices(
+        os.path.join(data_dir, f"{split}.{label_name}"), manifest, class_names(dictionary)
+    )
     check_manifest_audio(manifest, sample_rate)
     return EmotionClassificationDataset(manifest, targets, sample_rate, normalize, max_sample_size)

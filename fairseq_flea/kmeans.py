@@ -99,8 +99,8 @@ def learn_kmeans_faiss(
     features: np.ndarray,
     n_clusters: int,
     seed: int = 0,
-    iterations: int = 40,
-    restarts: int = 5,
+    iterations: int = 25,
+    restarts: int = 3,
     points_per_cluster: int = 512,
     seeding_points_per_cluster: int = 64,
 ) -> KMeans:

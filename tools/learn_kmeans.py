@@ -42,8 +42,8 @@ def main() -> None:
     sklearn_options.add_argument("--n_init", default=20, type=int)
     sklearn_options.add_argument("--reassignment_ratio", default=0.0, type=float)
     faiss_options = parser.add_argument_group("faiss backend")
-    faiss_options.add_argument("--faiss_iterations", default=40, type=int)
-    faiss_options.add_argument("--faiss_restarts", default=5, type=int)
+    faiss_options.add_argument("--faiss_iterations", default=25, type=int)
+    faiss_options.add_argument("--faiss_restarts", default=3, type=int)
     faiss_options.add_argument("--faiss_points_per_cluster", default=512, type=int,
                                help="Lloyd iterations run on a sample of this many frames per cluster")
     args = parser.parse_args()

@@ -1,0 +1,31 @@
+#!/usr/bin/env python3
+"""Evaluate a fine-tuned emotion classifier on TSV_DIR/{SPLIT}.tsv with labels {SPLIT}.emo:
+every utterance at full length. Writes predictions.tsv (utterance, true, predicted, class
+probabilities), results.json (ua, wa, per_class_recall, macro_f1, confusion, labels, n),
+confusion.txt and confusion.png to --out-dir (default: eval_SPLIT next to the checkpoint)."""
+
+import argparse
+
+from fairseq_flea.errors import log_tool_progress, run_tool
+from fairseq_flea.evaluation import evaluate_split
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("ckpt", help="fine-tuned ser_attention_classification checkpoint (or its inference conversion)")
+    parser.add_argument("tsv_dir")
+    parser.add_argument("split")
+    parser.add_argument("--out-dir")
+    parser.add_argument("--labels", default="emo", help="extension of the label file (default emo)")
+    parser.add_argument("--batch-seconds", type=float, default=100.0)
+    args = parser.parse_args()
+    log_tool_progress()
+    results = evaluate_split(args.ckpt, args.tsv_dir, args.split, args.out_dir, args.labels, args.batch_seconds)
+    recalls = ", ".join(f"{label} {100 * r:.1f}" if r is not None else f"{label} -"
+                        for label, r in zip(results["labels"], results["per_class_recall"]))
+    print(f"{args.split}: UA {100 * results['ua']:.2f}  WA {100 * results['wa']:.2f}  "
+          f"macro-F1 {100 * results['macro_f1']:.2f}  n={results['n']}  recall: {recalls}")
+
+
+if __name__ == "__main__":
+    run_tool(main)
