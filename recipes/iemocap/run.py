@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""FLEA on IEMOCAP (or any CSV corpus), all folds, stages 0-5; see fairseq_flea/recipe.py.
+
+    python recipes/iemocap/run.py --iemocap IEMOCAP_full_release --work-dir exp/iemocap \
+        --hubert hubert_base_ls960.pt --hubert-kmeans hubert_base_ls960_L9_km500.bin
+
+Re-running skips finished steps; --stage/--stop-stage select stages; the Table-1-style
+results land in WORK_DIR/results.md.
+"""
+
+import argparse
+import shlex
+
+from fairseq_flea.errors import log_tool_progress, run_tool
+from fairseq_flea.recipe import FleaRecipe, RecipeConfig
+
+PRECISION_OVERRIDES = {"fp16": ["common.fp16=true", "common.bf16=false"],
+                       "bf16": ["common.fp16=false", "common.bf16=true"],
+                       "fp32": ["common.fp16=false", "common.bf16=false"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    corpus = parser.add_mutually_exclusive_group(required=True)
+    corpus.add_argument("--iemocap", help="IEMOCAP root (holding Session1..5)")
+    corpus.add_argument("--corpus-csv", help="any corpus as CSV: path,label,speaker[,group]")
+    parser.add_argument("--work-dir", required=True)
+    parser.add_argument("--hubert", required=True, help="released HuBERT checkpoint (TAPT starts here)")
+    parser.add_argument("--hubert-kmeans", required=True, help="its k-means model (TAPT labels)")
+    parser.add_argument("--tapt-label-layer", type=int, default=9)
+    parser.add_argument("--stage", type=int, default=0)
+    parser.add_argument("--stop-stage", type=int, default=5)
+    parser.add_argument("--folds", type=int, nargs="+", help="default: all")
+    parser.add_argument("--layers", type=int, nargs="+", default=[6, 9, 11])
+    parser.add_argument("--clusters", type=int, nargs="+", default=[50, 100, 150])
+    parser.add_argument("--poolings", nargs="+", choices=["mean", "attention"], default=["mean", "attention"])
+    parser.add_argument("--kmeans-backend", choices=["faiss", "sklearn"], default="faiss")
+    parser.add_argument("--tapt-config", default="tapt_base")
+    parser.add_argument("--cpt-config", default="flea_cpt_base")
+    parser.add_argument("--mean-config", default="ser_mean_base")
+    parser.add_argument("--attention-config", default="ser_attention_base")
+    parser.add_argument("--precision", choices=sorted(PRECISION_OVERRIDES), default="fp16",
+                        help="fp16/bf16 on GPUs; fp32 on CPUs")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs per training step (fairseq's DDP)")
+    parser.add_argument("--overrides", default="", help="extra fairseq-hydra-train overrides for every training step")
+    args = parser.parse_args()
+    log_tool_progress()
+    overrides = [*PRECISION_OVERRIDES[args.precision], *shlex.split(args.overrides)]
+    if args.gpus > 1:
+        overrides.append(f"distributed_training.distributed_world_size={args.gpus}")
+    FleaRecipe(RecipeConfig(
+        work_dir=args.work_dir, hubert_checkpoint=args.hubert, hubert_kmeans=args.hubert_kmeans,
+        corpus_root=args.iemocap, corpus_csv=args.corpus_csv, folds=args.folds, layers=args.layers,
+        clusters=args.clusters, poolings=args.poolings, tapt_label_layer=args.tapt_label_layer,
+        kmeans_backend=args.kmeans_backend, tapt_config=args.tapt_config, cpt_config=args.cpt_config,
+        finetune_configs={"mean": args.mean_config, "attention": args.attention_config},
+        overrides=overrides, stage=args.stage, stop_stage=args.stop_stage,
+    )).run()
+
+
+if __name__ == "__main__":
+    run_tool(main)
