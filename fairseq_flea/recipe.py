@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -28,6 +29,7 @@ from typing import Callable, List, Optional, Sequence
 from fairseq_flea.atomic_files import write_text_atomically
 from fairseq_flea.errors import FleaInputError
 from fairseq_flea.leakage import check_no_leakage, fold_held_out_manifests
+from fairseq_flea.results_table import write_results_table
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class RecipeConfig:
     overrides: List[str] = field(default_factory=list)  # given to every fairseq-hydra-train
     stage: int = 0
     stop_stage: int = 5
+    jobs: int = 1  # folds run side by side (one per GPU, or per core pair)
 
     def __post_init__(self):
         if (self.corpus_root is None) == (self.corpus_csv is None):
@@ -115,9 +118,8 @@ class FleaRecipe:
     def finetuned_models(self, fold: int) -> List[str]:
         """Directories of every fine-tuned model of a fold: the TAPT baseline and the grid."""
         models = [os.path.join(self.fold_work(fold), "tapt_mean")]
-        for layer in self.cfg.layers:
-            for clusters in self.cfg.clusters:
-                models += [os.path.join(self.grid_dir(fold, layer, clusters), p) for p in self.cfg.poolings]
+        for layer, clusters in self.grid():
+            models += [os.path.join(self.grid_dir(fold, layer, clusters), p) for p in self.cfg.poolings]
         return models
 
     def folds(self) -> List[int]:
@@ -130,11 +132,24 @@ class FleaRecipe:
 
     # Stages ------------------------------------------------------------------
     def run(self) -> None:
-        stages = [self.stage0_manifests, self.stage1_tapt, self.stage2_pseudo_labels,
-                  self.stage3_cpt, self.stage4_flea_finetune, self.stage5_evaluate]
-        for number, stage in enumerate(stages):
-            if self.cfg.stage <= number <= self.cfg.stop_stage:
-                stage()
+        """Stage 0, then stages 1-5 for each fold (``jobs`` folds at a time), then the table."""
+        if self.cfg.stage <= 0 <= self.cfg.stop_stage:
+            self.stage0_manifests()
+        fold_stages = [self.stage1_tapt, self.stage2_pseudo_labels, self.stage3_cpt,
+                       self.stage4_flea_finetune, self.stage5_evaluate]
+        selected = [stage for number, stage in enumerate(fold_stages, start=1)
+                    if self.cfg.stage <= number <= self.cfg.stop_stage]
+
+        def run_fold(fold: int) -> None:
+            for stage in selected:
+                stage(fold)
+
+        folds = self.folds() if selected else []
+        with ThreadPoolExecutor(max_workers=max(1, self.cfg.jobs)) as pool:
+            for finished in [pool.submit(run_fold, fold) for fold in folds]:
+                finished.result()  # re-raises the first failure
+        if self.cfg.stage <= 5 <= self.cfg.stop_stage:
+            logger.info("\n" + write_results_table(self.work))
 
     def stage0_manifests(self) -> None:
         def prepare() -> None:
@@ -195,54 +210,47 @@ class FleaRecipe:
             f"checkpoint.save_dir={save_dir}", *self.cfg.overrides,
         ], os.path.join(save_dir, "train.log"))
 
-    def stage1_tapt(self) -> None:
-        for fold in self.folds():
-            work = self.fold_work(fold)
-            labels, tapt, tapt_mean = (os.path.join(work, name) for name in ("tapt_labels", "tapt", "tapt_mean"))
-            run_step(1, f"fold {fold} TAPT labels", labels, lambda: self.frame_labels(
-                fold, self.cfg.hubert_checkpoint, self.cfg.tapt_label_layer, labels, self.cfg.hubert_kmeans, None))
-            run_step(1, f"fold {fold} TAPT pretraining", tapt, lambda: self.pretrain(
-                fold, self.cfg.tapt_config, labels, self.cfg.hubert_checkpoint, tapt))
-            run_step(1, f"fold {fold} TAPT fine-tuning (mean pooling)", tapt_mean, lambda: self.finetune(
-                fold, "mean", os.path.join(tapt, "checkpoint_last.pt"), tapt_mean))
+    def grid(self) -> List[tuple]:
+        return [(layer, clusters) for layer in self.cfg.layers for clusters in self.cfg.clusters]
 
-    def stage2_pseudo_labels(self) -> None:
-        for fold in self.folds():
-            tapt_classifier = os.path.join(self.fold_work(fold), "tapt_mean", "checkpoint_best.pt")
-            for layer in self.cfg.layers:
-                for clusters in self.cfg.clusters:
-                    labels = os.path.join(self.grid_dir(fold, layer, clusters), "labels")
-                    run_step(2, f"fold {fold} layer {layer} K={clusters} labels", labels, lambda: self.frame_labels(
-                        fold, tapt_classifier, layer, labels, None, clusters))
+    def stage1_tapt(self, fold: int) -> None:
+        work = self.fold_work(fold)
+        labels, tapt, tapt_mean = (os.path.join(work, name) for name in ("tapt_labels", "tapt", "tapt_mean"))
+        run_step(1, f"fold {fold} TAPT labels", labels, lambda: self.frame_labels(
+            fold, self.cfg.hubert_checkpoint, self.cfg.tapt_label_layer, labels, self.cfg.hubert_kmeans, None))
+        run_step(1, f"fold {fold} TAPT pretraining", tapt, lambda: self.pretrain(
+            fold, self.cfg.tapt_config, labels, self.cfg.hubert_checkpoint, tapt))
+        run_step(1, f"fold {fold} TAPT fine-tuning (mean pooling)", tapt_mean, lambda: self.finetune(
+            fold, "mean", os.path.join(tapt, "checkpoint_last.pt"), tapt_mean))
 
-    def stage3_cpt(self) -> None:
-        for fold in self.folds():
-            tapt = os.path.join(self.fold_work(fold), "tapt", "checkpoint_last.pt")
-            for layer in self.cfg.layers:
-                for clusters in self.cfg.clusters:
-                    grid = self.grid_dir(fold, layer, clusters)
-                    cpt = os.path.join(grid, "cpt")
-                    run_step(3, f"fold {fold} layer {layer} K={clusters} CPT", cpt, lambda: self.pretrain(
-                        fold, self.cfg.cpt_config, os.path.join(grid, "labels"), tapt, cpt))
+    def stage2_pseudo_labels(self, fold: int) -> None:
+        tapt_classifier = os.path.join(self.fold_work(fold), "tapt_mean", "checkpoint_best.pt")
+        for layer, clusters in self.grid():
+            labels = os.path.join(self.grid_dir(fold, layer, clusters), "labels")
+            run_step(2, f"fold {fold} layer {layer} K={clusters} labels", labels, lambda: self.frame_labels(
+                fold, tapt_classifier, layer, labels, None, clusters))
 
-    def stage4_flea_finetune(self) -> None:
-        for fold in self.folds():
-            for layer in self.cfg.layers:
-                for clusters in self.cfg.clusters:
-                    grid = self.grid_dir(fold, layer, clusters)
-                    for pooling in self.cfg.poolings:
-                        save_dir = os.path.join(grid, pooling)
-                        run_step(4, f"fold {fold} layer {layer} K={clusters} {pooling} fine-tuning", save_dir,
-                                 lambda: self.finetune(fold, pooling, os.path.join(grid, "cpt", "checkpoint_last.pt"), save_dir))
+    def stage3_cpt(self, fold: int) -> None:
+        tapt = os.path.join(self.fold_work(fold), "tapt", "checkpoint_last.pt")
+        for layer, clusters in self.grid():
+            grid_dir = self.grid_dir(fold, layer, clusters)
+            cpt = os.path.join(grid_dir, "cpt")
+            run_step(3, f"fold {fold} layer {layer} K={clusters} CPT", cpt, lambda: self.pretrain(
+                fold, self.cfg.cpt_config, os.path.join(grid_dir, "labels"), tapt, cpt))
 
-    def stage5_evaluate(self) -> None:
+    def stage4_flea_finetune(self, fold: int) -> None:
+        for layer, clusters in self.grid():
+            grid_dir = self.grid_dir(fold, layer, clusters)
+            for pooling in self.cfg.poolings:
+                save_dir = os.path.join(grid_dir, pooling)
+                run_step(4, f"fold {fold} layer {layer} K={clusters} {pooling} fine-tuning", save_dir, lambda: self.finetune(
+                    fold, pooling, os.path.join(grid_dir, "cpt", "checkpoint_last.pt"), save_dir))
+
+    def stage5_evaluate(self, fold: int) -> None:
         from fairseq_flea.evaluation import evaluate_split
-        from fairseq_flea.results_table import write_results_table
 
-        for fold in self.folds():
-            for model_dir in self.finetuned_models(fold):
-                out_dir = os.path.join(model_dir, "eval_test")
-                run_step(5, f"fold {fold} evaluation of {os.path.relpath(model_dir, self.work)}", out_dir,
-                         lambda: evaluate_split(os.path.join(model_dir, "checkpoint_best.pt"),
-                                                self.fold_data(fold), "test", out_dir))
-        write_results_table(self.work)
+        for model_dir in self.finetuned_models(fold):
+            out_dir = os.path.join(model_dir, "eval_test")
+            run_step(5, f"fold {fold} evaluation of {os.path.relpath(model_dir, self.work)}", out_dir,
+                     lambda: evaluate_split(os.path.join(model_dir, "checkpoint_best.pt"),
+                                            self.fold_data(fold), "test", out_dir))

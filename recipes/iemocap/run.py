@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=sorted(PRECISION_OVERRIDES), default="fp16",
                         help="fp16/bf16 on GPUs; fp32 on CPUs")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per training step (fairseq's DDP)")
+    parser.add_argument("--jobs", type=int, default=1, help="folds run side by side")
     parser.add_argument("--overrides", default="", help="extra fairseq-hydra-train overrides for every training step")
     args = parser.parse_args()
     log_tool_progress()
@@ -54,7 +55,7 @@ def main() -> None:
         clusters=args.clusters, poolings=args.poolings, tapt_label_layer=args.tapt_label_layer,
         kmeans_backend=args.kmeans_backend, tapt_config=args.tapt_config, cpt_config=args.cpt_config,
         finetune_configs={"mean": args.mean_config, "attention": args.attention_config},
-        overrides=overrides, stage=args.stage, stop_stage=args.stop_stage,
+        overrides=overrides, stage=args.stage, stop_stage=args.stop_stage, jobs=args.jobs,
     )).run()
 
 

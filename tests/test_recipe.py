@@ -1,0 +1,89 @@
+"""The whole FLEA recipe with tiny configs on a generated IEMOCAP-shaped tree (2 folds)."""
+
+import os
+import re
+
+import pytest
+
+from conftest import run_python_tool
+from fairseq_flea.kmeans import learn_kmeans_faiss, load_features, save_kmeans
+from fairseq_flea.feature_dump import dump_layer_features
+
+TINY = [
+    "--tapt-config", "tapt_tiny", "--cpt-config", "flea_cpt_tiny",
+    "--mean-config", "ser_mean_tiny", "--attention-config", "ser_attention_tiny",
+    "--precision", "fp32", "--overrides", "optimization.max_update=2", "--jobs", "2",
+]
+
+
+@pytest.fixture(scope="module")
+def released_stand_in(scratch_run, tone_corpus, tmp_path_factory):
+    """The tiny scratch HuBERT and a k-means model of its layer 1: in place of the released pair."""
+    root = tmp_path_factory.mktemp("stand_in")
+    dump_layer_features(str(tone_corpus / "data"), "train", str(scratch_run[0]), 1, 1, 0, str(root))
+    save_kmeans(learn_kmeans_faiss(load_features(str(root), "train", 1), 8), str(root / "km.bin"))
+    return scratch_run[0], root / "km.bin"
+
+
+def run_recipe(tree, work_dir, stand_in):
+    hubert, kmeans = stand_in
+    return run_python_tool(
+        "../recipes/iemocap/run.py", "--iemocap", tree.root, "--work-dir", work_dir, "--hubert", hubert,
+        "--hubert-kmeans", kmeans, "--tapt-label-layer", 1, "--folds", 1, 2, "--layers", 1,
+        "--clusters", 4, 6, *TINY,
+    )
+
+
+def steps_run(result):
+    return re.findall(r"stage (\d) (.*?): running", result.stdout + result.stderr)
+
+
+@pytest.fixture(scope="module")
+def recipe_run(iemocap_tree, released_stand_in, tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp("recipe")
+    result = run_recipe(iemocap_tree, work_dir, released_stand_in)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return work_dir, result
+
+
+def test_every_stage_runs_and_writes_the_table(recipe_run):
+    work_dir, result = recipe_run
+    stages = [int(stage) for stage, _ in steps_run(result)]
+    # per fold: 3 TAPT steps, 2 label sets, 2 CPTs, 4 fine-tunings, 5 evaluations
+    assert stages.count(1) == 6 and stages.count(2) == 4 and stages.count(3) == 4
+    assert stages.count(4) == 8 and stages.count(5) == 10 and stages.count(0) == 1
+    table = (work_dir / "results.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| Layers | Clusters | Average pooling (ours) | (paper) | Attention pooling (ours)")
+    assert any(row.startswith("| TAPT | - | ") and "74.1/72.8" in row for row in rows)
+    for clusters in (4, 6):
+        row = next(row for row in rows if row.startswith(f"| 1 | {clusters} |"))
+        assert row.count("±") == 4  # UA and WA, mean ± std over 2 folds, both poolings
+    assert "folds 1, 2" in table
+
+
+def test_k_means_and_pretraining_saw_training_sessions_only(recipe_run):
+    work_dir, result = recipe_run
+    assert "no leakage" in result.stdout
+    for fold in (1, 2):
+        held_out_session = f"Session{fold}"
+        pretrain = (work_dir / "data" / f"fold{fold}" / "pretrain" / "train.tsv").read_text()
+        assert held_out_session not in pretrain
+        labels = (work_dir / f"fold{fold}" / "L1_K4" / "labels" / "train.km").read_text().splitlines()
+        assert len(labels) == len(pretrain.splitlines()) - 1
+
+
+def test_second_run_skips_and_a_deleted_step_reruns_alone(recipe_run, iemocap_tree, released_stand_in):
+    work_dir, _ = recipe_run
+    again = run_recipe(iemocap_tree, work_dir, released_stand_in)
+    assert again.returncode == 0 and steps_run(again) == []
+    assert "done already, skipped" in again.stdout
+
+    cpt = work_dir / "fold2" / "L1_K6" / "cpt"
+    for path in sorted(cpt.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    cpt.rmdir()
+    partial = run_recipe(iemocap_tree, work_dir, released_stand_in)
+    assert partial.returncode == 0, partial.stderr[-2000:]
+    assert steps_run(partial) == [("3", "fold 2 layer 1 K=6 CPT")]
+    assert os.path.isfile(cpt / "checkpoint_last.pt")
