@@ -27,4 +27,4 @@ test: $(INSTALLED)
 	$(VENV_PYTHON) -m pytest tests
 
 demo: $(INSTALLED)
-	@echo "make demo is not built yet (see the issue on the demo)"; exit 1
+	$(VENV_PYTHON) tools/run_demo.py demo
