@@ -17,7 +17,7 @@ import csv
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List
 
 from fairseq_flea.recipe import FleaRecipe, RecipeConfig, hydra_train, run_step
@@ -32,12 +32,12 @@ class DemoConfig:
     work_dir: str = "demo"
     utterances_per_speaker: int = 48
     seed: int = 0
-    scratch_updates: int = 200  # the stand-in HuBERT's pretraining from scratch
+    scratch_updates: int = 100  # the stand-in HuBERT's pretraining from scratch
     mfcc_clusters: int = 24
     unit_clusters: int = 24  # k-means of the stand-in (the released model has 500)
     layer: int = 1  # of the tiny model's 2: the units and the pseudo-emotion labels
     pseudo_clusters: int = 8  # K of the pseudo-emotion labels
-    training_overrides: List[str] = field(default_factory=lambda: ["optimization.max_update=40"])
+    pretrain_updates: int = 40  # TAPT and CPT
     finetune_epochs: int = 10
 
 
@@ -55,7 +55,8 @@ class FleaDemo:
             poolings=["mean", "attention"], tapt_label_layer=cfg.layer,
             tapt_config="tapt_tiny", cpt_config="flea_cpt_tiny",
             finetune_configs={"mean": "ser_mean_tiny", "attention": "ser_attention_tiny"},
-            overrides=[*cfg.training_overrides, f"optimization.max_epoch={cfg.finetune_epochs}"],
+            pretrain_overrides=[f"optimization.max_update={cfg.pretrain_updates}"],
+            finetune_overrides=[f"optimization.max_epoch={cfg.finetune_epochs}"],
         ))
 
     def run(self) -> str:

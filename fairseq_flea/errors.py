@@ -30,3 +30,5 @@ def log_tool_progress() -> None:
     logging.basicConfig(
         format="%(levelname)s: %(message)s", level=logging.INFO, stream=sys.stdout, force=True
     )
+    # faiss reports at INFO that its AVX2 build is missing before it loads the generic one.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)

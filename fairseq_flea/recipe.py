@@ -56,6 +56,8 @@ class RecipeConfig:
     finetune_configs: dict = field(default_factory=lambda: {"mean": "ser_mean_base", "attention": "ser_attention_base"})
     config_root: str = str(DEFAULT_CONFIG_ROOT)
     overrides: List[str] = field(default_factory=list)  # given to every fairseq-hydra-train
+    pretrain_overrides: List[str] = field(default_factory=list)  # TAPT and CPT only
+    finetune_overrides: List[str] = field(default_factory=list)  # fine-tuning only
     stage: int = 0
     stop_stage: int = 5
     jobs: int = 1  # folds run side by side (one per GPU, or per core pair)
@@ -200,14 +202,14 @@ class FleaRecipe:
         hydra_train(os.path.join(self.cfg.config_root, "pretrain"), config, [
             f"task.data={os.path.join(self.fold_data(fold), 'pretrain')}",
             f"task.label_dir={label_dir}", "task.labels=[km]", f"task.init_from={init_from}",
-            f"checkpoint.save_dir={save_dir}", *self.cfg.overrides,
+            f"checkpoint.save_dir={save_dir}", *self.cfg.overrides, *self.cfg.pretrain_overrides,
         ], os.path.join(save_dir, "train.log"))
 
     def finetune(self, fold: int, pooling: str, w2v_path: str, save_dir: str) -> None:
         self.guard(fold, [os.path.join(self.fold_data(fold), "train.tsv")])
         hydra_train(os.path.join(self.cfg.config_root, "finetune"), self.cfg.finetune_configs[pooling], [
             f"task.data={self.fold_data(fold)}", f"model.w2v_path={w2v_path}",
-            f"checkpoint.save_dir={save_dir}", *self.cfg.overrides,
+            f"checkpoint.save_dir={save_dir}", *self.cfg.overrides, *self.cfg.finetune_overrides,
         ], os.path.join(save_dir, "train.log"))
 
     def grid(self) -> List[tuple]:

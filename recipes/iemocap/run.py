@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=1, help="GPUs per training step (fairseq's DDP)")
     parser.add_argument("--jobs", type=int, default=1, help="folds run side by side")
     parser.add_argument("--overrides", default="", help="extra fairseq-hydra-train overrides for every training step")
+    parser.add_argument("--pretrain-overrides", default="", help="... for TAPT and CPT only")
+    parser.add_argument("--finetune-overrides", default="", help="... for fine-tuning only")
     args = parser.parse_args()
     log_tool_progress()
     overrides = [*PRECISION_OVERRIDES[args.precision], *shlex.split(args.overrides)]
@@ -55,7 +57,8 @@ def main() -> None:
         clusters=args.clusters, poolings=args.poolings, tapt_label_layer=args.tapt_label_layer,
         kmeans_backend=args.kmeans_backend, tapt_config=args.tapt_config, cpt_config=args.cpt_config,
         finetune_configs={"mean": args.mean_config, "attention": args.attention_config},
-        overrides=overrides, stage=args.stage, stop_stage=args.stop_stage, jobs=args.jobs,
+        overrides=overrides, pretrain_overrides=shlex.split(args.pretrain_overrides),
+        finetune_overrides=shlex.split(args.finetune_overrides), stage=args.stage, stop_stage=args.stop_stage, jobs=args.jobs,
     )).run()
 
 
