@@ -15,6 +15,7 @@ Layout written under ``out_dir`` (see manifests/README.md):
 - ``counts.json``: group x class counts, deviations from reference counts, skipped audio, folds.
 """
 
+import argparse
 import json
 import logging
 import os
@@ -315,3 +316,23 @@ def write_fold_manifests(
     )
     logger.info("wrote %d folds under %s", len(folds), out_dir)
     return report
+
+
+def add_pretrain_split_options(parser: "argparse.ArgumentParser", source: str) -> None:
+    """The prepare tools' options for the audio-only pretraining manifests (``source``: what they come from)."""
+    parser.add_argument(
+        "--pretrain-splits", action="store_true",
+        help=f"also write fold{{k}}/pretrain/{{train,valid}}.tsv from the {source} only",
+    )
+    parser.add_argument(
+        "--pretrain-valid-percent", type=float, default=5.0,
+        help="share of the training utterances in pretrain/valid.tsv (default: 5)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the pretrain/valid draw (default: 0)")
+
+
+def pretrain_valid_fraction(args: "argparse.Namespace", parser: "argparse.ArgumentParser") -> Optional[float]:
+    """The fraction to pass on, or None when no pretraining manifests were asked for."""
+    if not 0 < args.pretrain_valid_percent < 100:
+        parser.error("--pretrain-valid-percent must be between 0 and 100")
+    return args.pretrain_valid_percent / 100 if args.pretrain_splits else None

@@ -13,6 +13,7 @@ validates, the rest is test. Same layout and checks as tools/prepare_iemocap.py.
 import argparse
 
 from fairseq_flea.corpus_manifests import prepare_corpus
+from fairseq_flea.fold_manifests import add_pretrain_split_options, pretrain_valid_fraction
 from fairseq_flea.errors import log_tool_progress, run_tool
 
 
@@ -28,25 +29,16 @@ def main() -> None:
         "--swap-valid-test", action="store_true",
         help="validate on the second half of the held-out speakers, test on the first",
     )
-    parser.add_argument(
-        "--pretrain-splits", action="store_true",
-        help="also write fold{k}/pretrain/{train,valid}.tsv from the training groups only",
-    )
-    parser.add_argument(
-        "--pretrain-valid-percent", type=float, default=5.0,
-        help="share of the training utterances in pretrain/valid.tsv (default: 5)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pretrain/valid draw (default: 0)")
+    add_pretrain_split_options(parser, "training groups")
     args = parser.parse_args()
-    if not 0 < args.pretrain_valid_percent < 100:
-        parser.error("--pretrain-valid-percent must be between 0 and 100")
+    fraction = pretrain_valid_fraction(args, parser)
     log_tool_progress()
     prepare_corpus(
         args.csv,
         args.out_dir,
         num_folds=args.folds,
         swap_valid_test=args.swap_valid_test,
-        pretrain_valid_fraction=args.pretrain_valid_percent / 100 if args.pretrain_splits else None,
+        pretrain_valid_fraction=fraction,
         seed=args.seed,
     )
 

@@ -11,6 +11,7 @@ other is test; the other four sessions train. Writes OUT_DIR/all.*, OUT_DIR/fold
 
 import argparse
 
+from fairseq_flea.fold_manifests import add_pretrain_split_options, pretrain_valid_fraction
 from fairseq_flea.errors import log_tool_progress, run_tool
 from fairseq_flea.iemocap import CLASS_MAPS, prepare_iemocap
 
@@ -29,25 +30,16 @@ def main() -> None:
         "--valid-speaker", choices=["F", "M"], default="F",
         help="the held-out session's speaker that validates; the other is test (default: F)",
     )
-    parser.add_argument(
-        "--pretrain-splits", action="store_true",
-        help="also write fold{k}/pretrain/{train,valid}.tsv from the training sessions only",
-    )
-    parser.add_argument(
-        "--pretrain-valid-percent", type=float, default=5.0,
-        help="share of the training sessions' utterances in pretrain/valid.tsv (default: 5)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the pretrain/valid draw (default: 0)")
+    add_pretrain_split_options(parser, "training sessions")
     args = parser.parse_args()
-    if not 0 < args.pretrain_valid_percent < 100:
-        parser.error("--pretrain-valid-percent must be between 0 and 100")
+    fraction = pretrain_valid_fraction(args, parser)
     log_tool_progress()
     prepare_iemocap(
         args.iemocap_root,
         args.out_dir,
         class_map_spec=args.classes,
         valid_gender=args.valid_speaker,
-        pretrain_valid_fraction=args.pretrain_valid_percent / 100 if args.pretrain_splits else None,
+        pretrain_valid_fraction=fraction,
         seed=args.seed,
     )
 
