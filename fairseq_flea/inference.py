@@ -132,7 +132,9 @@ class EmotionRecognizer:
             source, lengths = pad_waveforms([prepared[i] for i in batch])
             output = self.model(source=source, lengths=lengths)
             probabilities = torch.softmax(output["logits"].float(), dim=-1).cpu().numpy()
-            cluster_ids = self._cluster_ids(source, lengths, frame_clusters) if frame_clusters else None
+            cluster_ids = (
+                self._cluster_ids(source, lengths, frame_clusters) if frame_clusters is not None else None
+            )
             for row, index in enumerate(batch):
                 valid = ~output["padding_mask"][row]
                 predictions[index] = UtterancePrediction(

@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--plot", metavar="DIR", help="write a PNG per file: waveform, attention over time, prediction")
     parser.add_argument("--clusters", metavar="KM_PATH", help="k-means model of one encoder layer: per-frame cluster ids")
     parser.add_argument("--cluster-layer", type=int, metavar="N", help="the layer (1-based) the k-means model was learnt on")
-    parser.add_argument("--batch-seconds", type=float, default=100.0, help="padded seconds of audio per batch")
+    parser.add_argument("--batch-seconds", type=float, default=100.0, help="padded seconds of audio per batch (0: one file at a time)")
     args = parser.parse_args()
     # stdout carries the results (possibly JSON or CSV); fairseq's loading messages stay off it.
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr, force=True)
