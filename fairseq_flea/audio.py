@@ -68,7 +68,13 @@ def read_audio_for_model(path: str, sample_rate: int, min_samples: int = MIN_SAM
     """Any readable audio file as a mono float32 waveform at ``sample_rate``, and notes on
     what was converted (empty for a mono file at that rate)."""
     audio, file_rate = read_audio_samples(path)
-    check_min_samples(path, resampled_length(len(audio), file_rate, sample_rate), min_samples)
+    if file_rate == sample_rate:
+        check_min_samples(path, len(audio), min_samples)
+    elif resampled_length(len(audio), file_rate, sample_rate) < min_samples:
+        raise FleaInputError(
+            f"{path}: only {len(audio)} samples at {file_rate} Hz, shorter than one frame "
+            f"({min_samples} samples at {sample_rate} Hz)"
+        )
     return conform_audio(audio, file_rate, sample_rate)
 
 

@@ -11,6 +11,7 @@ from scipy.signal import filtfilt, firwin, resample_poly
 
 import fairseq_flea  # noqa: F401
 from conftest import assert_succeeded, run_python_tool
+from fairseq_flea.audio import read_audio_for_model
 from fairseq_flea.errors import FleaInputError
 from fairseq_flea.feature_dump import dump_layer_features
 from fairseq_flea.hubert_features import hubert_forward
@@ -104,6 +105,17 @@ def test_resampled_stereo_predicts_like_the_16k_mono_original(attention_finetune
     rows = result.stdout.splitlines()[1:]
     assert len(rows) == len(converted)
     assert all(row.endswith(",downmixed 2 channels; resampled 44100 Hz -> 16000 Hz") for row in rows)
+
+
+def test_short_audio_is_judged_at_the_model_rate(tmp_path):
+    """One frame is 400 samples at 16 kHz: 200 samples at 8 kHz are enough, 199 are not."""
+    sf.write(tmp_path / "enough.wav", np.full((200, 3), 0.1), 8000)
+    sf.write(tmp_path / "short.wav", np.full(199, 0.1), 8000)
+    waveform, notes = read_audio_for_model(str(tmp_path / "enough.wav"), 16000)
+    assert len(waveform) == 400 and waveform.dtype == np.float32
+    assert notes == ["downmixed 3 channels", "resampled 8000 Hz -> 16000 Hz"]
+    with pytest.raises(FleaInputError, match="only 199 samples at 8000 Hz, shorter than one frame"):
+        read_audio_for_model(str(tmp_path / "short.wav"), 16000)
 
 
 @pytest.fixture
