@@ -23,6 +23,8 @@ setup(
         "safetensors",
         "joblib",
         "scipy",
+        # tools/predict.py --plot
+        "matplotlib",
     ],
     extras_require={
         # transformers only to build a HuggingFace HuBERT that the converter's test reads
