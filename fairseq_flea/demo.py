@@ -38,7 +38,7 @@ class DemoConfig:
     layer: int = 1  # of the tiny model's 2: the units and the pseudo-emotion labels
     pseudo_clusters: int = 8  # K of the pseudo-emotion labels
     pretrain_updates: int = 40  # TAPT and CPT
-    finetune_epochs: int = 10
+    finetune_epochs: int = 6
 
 
 class FleaDemo:

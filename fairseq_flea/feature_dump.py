@@ -48,6 +48,12 @@ class FeatureModel:
     device: torch.device
 
 
+def default_batch_seconds(device: torch.device) -> float:
+    """Batches pay off on a GPU; on a CPU (bench/bench_dump_feature.py) padded batches of
+    HuBERT base were slower than one utterance at a time, so the CPU default is 0."""
+    return 100.0 if device.type == "cuda" else 0.0
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -96,7 +102,7 @@ class LayerFeatureExtractor:
     """Features of transformer layer ``layer`` (1-based) for lists of audio files."""
 
     def __init__(
-        self, model: FeatureModel, layer: int, max_chunk: int = 1_600_000, batch_seconds: float = 100.0
+        self, model: FeatureModel, layer: int, max_chunk: int = 1_600_000, batch_seconds: Optional[float] = None
     ):
         num_layers = len(model.hubert.encoder.layers)
         if not 1 <= layer <= num_layers:
@@ -107,6 +113,8 @@ class LayerFeatureExtractor:
         self.model = model
         self.layer = layer
         self.max_chunk = max_chunk
+        if batch_seconds is None:
+            batch_seconds = default_batch_seconds(model.device)
         # 0 means one utterance at a time (the official script's way).
         self.max_batch_samples = int(batch_seconds * model.sample_rate)
 
@@ -193,7 +201,7 @@ def dump_layer_features(
     rank: int,
     feat_dir: str,
     max_chunk: int = 1_600_000,
-    batch_seconds: float = 100.0,
+    batch_seconds: Optional[float] = None,
 ) -> None:
     """Transformer layer ``layer`` (1-based) of a checkpoint, for one shard of a manifest."""
 

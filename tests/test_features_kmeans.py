@@ -62,10 +62,10 @@ def dumped(tone_corpus, scratch_run, tmp_path_factory):
     """Layer features of the train split: batched in one shard, batched in two, and alone."""
     root = tmp_path_factory.mktemp("features")
     data, checkpoint = tone_corpus / "data", scratch_run[0]
-    ok(run_python_tool("dump_feature.py", data, "train", checkpoint, LAYER, 1, 0, root / "one"))
+    ok(run_python_tool("dump_feature.py", data, "train", checkpoint, LAYER, 1, 0, root / "one", "--batch-seconds", 100))
     # The library behind the tool, in-process: the same code without a start-up per shard.
     for rank in (0, 1):
-        dump_layer_features(str(data), "train", str(checkpoint), LAYER, 2, rank, str(root / "two"))
+        dump_layer_features(str(data), "train", str(checkpoint), LAYER, 2, rank, str(root / "two"), batch_seconds=100)
     dump_layer_features(str(data), "train", str(checkpoint), LAYER, 1, 0, str(root / "alone"), batch_seconds=0)
     return root
 
