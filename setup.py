@@ -23,6 +23,8 @@ setup(
         "safetensors",
         "joblib",
         "scipy",
+        # learn_kmeans.py --backend faiss
+        "faiss-cpu",
         # tools/predict.py --plot
         "matplotlib",
     ],

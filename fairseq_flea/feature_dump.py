@@ -19,7 +19,7 @@ from fairseq.models.hubert import HubertModel
 from npy_append_array import NpyAppendArray
 
 from fairseq_flea.atomic_files import atomic_outputs
-from fairseq_flea.audio import read_mono_audio
+from fairseq_flea.audio import MIN_SAMPLES, read_mono_audio
 from fairseq_flea.checkpoints import checkpoint_model_name, load_checkpoint_state
 from fairseq_flea.errors import FleaInputError
 from fairseq_flea.inference import CLASSIFIER_MODEL
@@ -127,7 +127,9 @@ class LayerFeatureExtractor:
         waveform = torch.from_numpy(audio).to(self.model.device)
         if self.model.normalize:
             waveform = F.layer_norm(waveform, waveform.shape)
-        return list(waveform.split(self.max_chunk))
+        # A last piece shorter than one frame's span has no frame to give (and fairseq's
+        # script would crash on it); it is dropped.
+        return [piece for piece in waveform.split(self.max_chunk) if len(piece) >= MIN_SAMPLES]
 
     @torch.no_grad()
     def features(self, waveforms: Sequence[torch.Tensor]) -> List[torch.Tensor]:

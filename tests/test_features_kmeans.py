@@ -109,6 +109,7 @@ def test_max_chunk_extracts_pieces_separately(tone_corpus, scratch_run, model, w
         expected = torch.cat([
             model.extract_features(piece[None], padding_mask=None, mask=False, output_layer=LAYER)[0][0]
             for piece in waveforms[0].split(16000)
+            if len(piece) >= 400  # shorter than one frame's span: no frame
         ])
     assert features[0].shape == expected.shape
     assert np.abs(features[0] - expected.numpy()).max() < 1e-4
