@@ -78,23 +78,19 @@ class FleaDemo:
         mfcc_labels, hubert, units = (os.path.join(stand_in, name) for name in ("mfcc_labels", "hubert", "units"))
         run_step(0, "stand-in HuBERT: MFCC k-means labels", mfcc_labels, lambda: self.mfcc_labels(mfcc_labels))
         run_step(0, "stand-in HuBERT: pretraining from scratch", hubert, lambda: self.pretrain_from_scratch(mfcc_labels, hubert))
-        run_step(0, f"stand-in HuBERT: k-means of layer {self.cfg.layer}", units, lambda: self.recipe.frame_labels(
-            DEMO_FOLD, os.path.join(hubert, "checkpoint_last.pt"), self.cfg.layer, units, None, self.cfg.unit_clusters))
+        run_step(0, f"stand-in HuBERT: k-means of layer {self.cfg.layer}", units, lambda: self.recipe.layer_frame_labels(
+            DEMO_FOLD, os.path.join(hubert, "checkpoint_last.pt"), self.cfg.layer, units, clusters=self.cfg.unit_clusters))
 
     def mfcc_labels(self, label_dir: str) -> None:
         from fairseq_flea.feature_dump import dump_mfcc_features
-        from fairseq_flea.kmeans import dump_km_labels, learn_kmeans_sklearn, load_features, merge_km_labels, save_kmeans
+        from fairseq_flea.kmeans import learn_kmeans_sklearn
 
-        pretrain = os.path.join(self.recipe.fold_data(DEMO_FOLD), "pretrain")
-        self.recipe.guard(DEMO_FOLD, self.recipe.pretrain_manifests(DEMO_FOLD))
-        features = os.path.join(label_dir, "features")
-        for split in ("train", "valid"):
-            dump_mfcc_features(pretrain, split, 1, 0, features)
-        kmeans = os.path.join(label_dir, "kmeans.bin")
-        save_kmeans(learn_kmeans_sklearn(load_features(features, "train", 1), self.cfg.mfcc_clusters, n_init=3), kmeans)
-        for split in ("train", "valid"):
-            dump_km_labels(features, split, kmeans, 1, 0, label_dir)
-            merge_km_labels(label_dir, split, 1, kmeans)
+        self.recipe.frame_labels(
+            DEMO_FOLD, label_dir,
+            lambda pretrain_dir, split, feature_dir: dump_mfcc_features(pretrain_dir, split, 1, 0, feature_dir),
+            clusters=self.cfg.mfcc_clusters,
+            learn=lambda features, clusters: learn_kmeans_sklearn(features, clusters, n_init=3),
+        )
 
     def pretrain_from_scratch(self, label_dir: str, save_dir: str) -> None:
         hydra_train(os.path.join(self.recipe.cfg.config_root, "pretrain"), "hubert_tiny", [

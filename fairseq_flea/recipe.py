@@ -172,11 +172,18 @@ class FleaRecipe:
     def pretrain_manifests(self, fold: int) -> List[str]:
         return [os.path.join(self.fold_data(fold), "pretrain", f"{split}.tsv") for split in PRETRAIN_SPLITS]
 
-    def frame_labels(self, fold: int, checkpoint: str, layer: int, label_dir: str,
-                     kmeans_path: Optional[str], clusters: Optional[int]) -> None:
-        """Features of ``layer`` for the fold's pretraining splits, k-means (learnt on its
-        training split only, unless ``kmeans_path`` is given), labels, merged."""
-        from fairseq_flea.feature_dump import dump_layer_features
+    def frame_labels(
+        self,
+        fold: int,
+        label_dir: str,
+        dump_split_features: Callable[[str, str, str], None],
+        kmeans_path: Optional[str] = None,
+        clusters: Optional[int] = None,
+        learn: Optional[Callable] = None,
+    ) -> None:
+        """Features of the fold's pretraining splits (``dump_split_features(pretrain_dir,
+        split, feature_dir)``), k-means learnt on its training split only (unless
+        ``kmeans_path`` is given), labels for both splits, merged."""
         from fairseq_flea.kmeans import (check_cluster_count, dump_km_labels, learn_kmeans_faiss,
                                          learn_kmeans_sklearn, load_features, merge_km_labels, save_kmeans)
 
@@ -184,18 +191,27 @@ class FleaRecipe:
         pretrain_dir = os.path.join(self.fold_data(fold), "pretrain")
         feature_dir = os.path.join(label_dir, "features")
         for split in PRETRAIN_SPLITS:
-            dump_layer_features(pretrain_dir, split, checkpoint, layer, 1, 0, feature_dir)
+            dump_split_features(pretrain_dir, split, feature_dir)
         if kmeans_path is None:
             kmeans_path = os.path.join(label_dir, f"kmeans_{clusters}.bin")
             features = load_features(feature_dir, "train", 1)
             check_cluster_count(features, clusters, feature_dir)
-            learn = learn_kmeans_faiss if self.cfg.kmeans_backend == "faiss" else learn_kmeans_sklearn
+            if learn is None:
+                learn = learn_kmeans_faiss if self.cfg.kmeans_backend == "faiss" else learn_kmeans_sklearn
             save_kmeans(learn(features, clusters), kmeans_path)
         for split in PRETRAIN_SPLITS:
             dump_km_labels(feature_dir, split, kmeans_path, 1, 0, label_dir)
             merge_km_labels(label_dir, split, 1, kmeans_path)
         for path in Path(feature_dir).glob("*"):
             path.unlink()  # features are large and no longer needed once labels exist
+
+    def layer_frame_labels(self, fold: int, checkpoint: str, layer: int, label_dir: str,
+                           kmeans_path: Optional[str] = None, clusters: Optional[int] = None) -> None:
+        """Frame labels from transformer layer ``layer`` of ``checkpoint``."""
+        from fairseq_flea.feature_dump import dump_layer_features
+
+        self.frame_labels(fold, label_dir, lambda pretrain_dir, split, feature_dir: dump_layer_features(
+            pretrain_dir, split, checkpoint, layer, 1, 0, feature_dir), kmeans_path, clusters)
 
     def pretrain(self, fold: int, config: str, label_dir: str, init_from: str, save_dir: str) -> None:
         self.guard(fold, self.pretrain_manifests(fold))
@@ -218,8 +234,8 @@ class FleaRecipe:
     def stage1_tapt(self, fold: int) -> None:
         work = self.fold_work(fold)
         labels, tapt, tapt_mean = (os.path.join(work, name) for name in ("tapt_labels", "tapt", "tapt_mean"))
-        run_step(1, f"fold {fold} TAPT labels", labels, lambda: self.frame_labels(
-            fold, self.cfg.hubert_checkpoint, self.cfg.tapt_label_layer, labels, self.cfg.hubert_kmeans, None))
+        run_step(1, f"fold {fold} TAPT labels", labels, lambda: self.layer_frame_labels(
+            fold, self.cfg.hubert_checkpoint, self.cfg.tapt_label_layer, labels, self.cfg.hubert_kmeans))
         run_step(1, f"fold {fold} TAPT pretraining", tapt, lambda: self.pretrain(
             fold, self.cfg.tapt_config, labels, self.cfg.hubert_checkpoint, tapt))
         run_step(1, f"fold {fold} TAPT fine-tuning (mean pooling)", tapt_mean, lambda: self.finetune(
@@ -229,8 +245,8 @@ class FleaRecipe:
         tapt_classifier = os.path.join(self.fold_work(fold), "tapt_mean", "checkpoint_best.pt")
         for layer, clusters in self.grid():
             labels = os.path.join(self.grid_dir(fold, layer, clusters), "labels")
-            run_step(2, f"fold {fold} layer {layer} K={clusters} labels", labels, lambda: self.frame_labels(
-                fold, tapt_classifier, layer, labels, None, clusters))
+            run_step(2, f"fold {fold} layer {layer} K={clusters} labels", labels, lambda: self.layer_frame_labels(
+                fold, tapt_classifier, layer, labels, clusters=clusters))
 
     def stage3_cpt(self, fold: int) -> None:
         tapt = os.path.join(self.fold_work(fold), "tapt", "checkpoint_last.pt")
