@@ -39,16 +39,15 @@ class EmotionCrossEntropyCriterion(FairseqCriterion):
         self.num_classes = len(task.class_names)
         dictionary = task.target_dictionary
         counts = dictionary.count[dictionary.nspecial :]
-        self.register_buffer(
-            "class_weights", inverse_frequency_weights(counts) if class_weighted else torch.ones(self.num_classes)
-        )
+        # A plain attribute, not a buffer: fairseq casts the criterion to fp16/bf16 with the
+        # model, and the loss is computed in fp32 whatever the training precision.
+        self.class_weights = inverse_frequency_weights(counts) if class_weighted else None
 
     def forward(self, model, sample, reduce: bool = True):
         output = model(**sample["net_input"])
         logits, target = output["logits"], sample["target"]
-        loss = F.cross_entropy(
-            logits.float(), target, weight=self.class_weights, reduction="sum" if reduce else "none"
-        )
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits.float(), target, weight=weight, reduction="sum" if reduce else "none")
         predicted = logits.argmax(dim=-1)
         logging_output = {
             "loss": loss.item() if reduce else loss.detach(),
