@@ -30,6 +30,9 @@ class EmotionClassificationConfig(FairseqDataclass):
         metadata={"help": "training crops longer utterances at a random offset to this many samples; "
                   "validation and evaluation always see full utterances"},
     )
+    # Read by fairseq's get_batch_iterator. Off: on GPUs fairseq pins memory, and PyTorch
+    # then holds a finished process 5 s per persistent worker (pytorch/pytorch#81794).
+    persistent_workers: bool = field(default=False, metadata={"help": "keep data-loading workers between epochs"})
 
 
 @register_task("emotion_classification", dataclass=EmotionClassificationConfig)

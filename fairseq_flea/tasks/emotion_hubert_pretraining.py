@@ -52,6 +52,9 @@ class EmotionHubertPretrainingConfig(HubertPretrainingConfig):
         default=0.1,
         metadata={"help": "largest allowed difference between audio and label duration"},
     )
+    # Read by fairseq's get_batch_iterator. Off: on GPUs fairseq pins memory, and PyTorch
+    # then holds a finished process 5 s per persistent worker (pytorch/pytorch#81794).
+    persistent_workers: bool = field(default=False, metadata={"help": "keep data-loading workers between epochs"})
 
 
 @register_task("emotion_hubert_pretraining", dataclass=EmotionHubertPretrainingConfig)
