@@ -18,6 +18,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from typing import Dict, List
 
 from fairseq_flea.recipe import FleaRecipe, RecipeConfig, hydra_train, run_step
@@ -78,8 +79,9 @@ class FleaDemo:
         mfcc_labels, hubert, units = (os.path.join(stand_in, name) for name in ("mfcc_labels", "hubert", "units"))
         run_step(0, "stand-in HuBERT: MFCC k-means labels", mfcc_labels, lambda: self.mfcc_labels(mfcc_labels))
         run_step(0, "stand-in HuBERT: pretraining from scratch", hubert, lambda: self.pretrain_from_scratch(mfcc_labels, hubert))
-        run_step(0, f"stand-in HuBERT: k-means of layer {self.cfg.layer}", units, lambda: self.recipe.layer_frame_labels(
-            DEMO_FOLD, os.path.join(hubert, "checkpoint_last.pt"), self.cfg.layer, units, clusters=self.cfg.unit_clusters))
+        run_step(0, f"stand-in HuBERT: k-means of layer {self.cfg.layer}", units, partial(
+            self.recipe.layer_frame_labels, DEMO_FOLD, os.path.join(hubert, "checkpoint_last.pt"), self.cfg.layer,
+            units, clusters=self.cfg.unit_clusters), in_own_process=True)
 
     def mfcc_labels(self, label_dir: str) -> None:
         from fairseq_flea.feature_dump import dump_mfcc_features

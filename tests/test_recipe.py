@@ -2,12 +2,16 @@
 
 import os
 import re
+from functools import partial
 
 import pytest
 
 from conftest import run_python_tool
 from fairseq_flea.kmeans import learn_kmeans_faiss, load_features, save_kmeans
+from fairseq_flea.errors import FleaInputError
 from fairseq_flea.feature_dump import dump_layer_features
+from fairseq_flea.manifest import read_manifest
+from fairseq_flea.recipe import run_in_own_process
 
 TINY = [
     "--tapt-config", "tapt_tiny", "--cpt-config", "flea_cpt_tiny",
@@ -87,3 +91,14 @@ def test_second_run_skips_and_a_deleted_step_reruns_alone(recipe_run, iemocap_tr
     assert partial.returncode == 0, partial.stderr[-2000:]
     assert steps_run(partial) == [("3", "fold 2 layer 1 K=6 CPT")]
     assert os.path.isfile(cpt / "checkpoint_last.pt")
+
+
+def test_a_model_loading_step_runs_in_a_process_of_its_own():
+    assert run_in_own_process(os.getpid, "pid") != os.getpid()
+
+
+def test_a_failing_step_process_reports_one_line(tmp_path):
+    with pytest.raises(FleaInputError, match="missing.tsv"):
+        run_in_own_process(partial(read_manifest, str(tmp_path / "missing.tsv")), "stage 9 manifest")
+    with pytest.raises(FleaInputError, match="stage 9 crash: its process ended abruptly"):
+        run_in_own_process(os.abort, "stage 9 crash")
