@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prediction speed: real-time factor (processing seconds / audio seconds) of a
-HuBERT-base-size emotion classifier on this CPU, one utterance at a time and batched.
+HuBERT-base-size emotion classifier (--device cpu or cuda), one utterance at a time and batched.
 
 A randomly initialised ser_attention_classification model (HuBERT base: 12 layers, 768
 dims, GroupNorm first convolution; attention pooling; 4 classes) predicts generated
@@ -9,7 +9,7 @@ as tools/predict.py does: once alone (one call per utterance) and once in length
 batches. Target: RTF <= 0.1 for both. Weights do not change the arithmetic, so a trained
 model runs at the same speed.
 
-    python bench/bench_predict_rtf.py [--utterances 12] [--threads 2] [--batch-seconds 60] [--repeats 2]
+    python bench/bench_predict_rtf.py [--device cpu|cuda] [--utterances 12] [--threads 2] [--batch-seconds 60] [--repeats 2]
 """
 
 import argparse
@@ -65,12 +65,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-seconds", type=float, default=60.0)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    recognizer = EmotionRecognizer(hubert_base_classifier(), CLASS_NAMES, SAMPLE_RATE, False, torch.device("cpu"))
+    device = torch.device(args.device)
+    recognizer = EmotionRecognizer(hubert_base_classifier(), CLASS_NAMES, SAMPLE_RATE, False, device)
     parameters = sum(p.numel() for p in recognizer.model.parameters())
     waveforms = generated_utterances(args.utterances)
     audio_seconds = sum(len(w) for w in waveforms) / SAMPLE_RATE
@@ -92,6 +94,8 @@ def main() -> None:
     difference = max(
         np.abs(a.probabilities - b.probabilities).max() for a, b in zip(predictions["alone"], predictions["batched"])
     )
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}")
     print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs visible, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads; 1-minute load average {load_before:.2f} at the start, "
           f"{os.getloadavg()[0]:.2f} at the end (this bench alone brings it to about its thread count; "

@@ -25,6 +25,7 @@ from fairseq_flea.errors import FleaInputError
 from fairseq_flea.inference import CLASSIFIER_MODEL
 from fairseq_flea.hubert_encoder import build_hubert_encoder, load_hubert_encoder_source
 from fairseq_flea.hubert_features import (
+    full_float32_precision,
     hubert_forward,
     length_sorted_batches,
     pad_waveforms,
@@ -102,7 +103,12 @@ class LayerFeatureExtractor:
     """Features of transformer layer ``layer`` (1-based) for lists of audio files."""
 
     def __init__(
-        self, model: FeatureModel, layer: int, max_chunk: int = 1_600_000, batch_seconds: Optional[float] = None
+        self,
+        model: FeatureModel,
+        layer: int,
+        max_chunk: int = 1_600_000,
+        batch_seconds: Optional[float] = None,
+        allow_tf32: bool = False,
     ):
         num_layers = len(model.hubert.encoder.layers)
         if not 1 <= layer <= num_layers:
@@ -113,6 +119,8 @@ class LayerFeatureExtractor:
         self.model = model
         self.layer = layer
         self.max_chunk = max_chunk
+        # TF32 is faster on GPUs but makes an utterance's features depend on its batch.
+        self.allow_tf32 = allow_tf32
         if batch_seconds is None:
             batch_seconds = default_batch_seconds(model.device)
         # 0 means one utterance at a time (the official script's way).
@@ -135,11 +143,12 @@ class LayerFeatureExtractor:
     def features(self, waveforms: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """Layer features of each waveform, computed in length-sorted batches."""
         results: List[Optional[torch.Tensor]] = [None] * len(waveforms)
-        for batch in length_sorted_batches([len(w) for w in waveforms], self.max_batch_samples):
-            source, lengths = pad_waveforms([waveforms[i] for i in batch])
-            x, padding_mask = hubert_forward(self.model.hubert, source, lengths, self.layer)
-            for index, frames in zip(batch, unpad_frames(x, padding_mask)):
-                results[index] = frames
+        with full_float32_precision(not self.allow_tf32):
+            for batch in length_sorted_batches([len(w) for w in waveforms], self.max_batch_samples):
+                source, lengths = pad_waveforms([waveforms[i] for i in batch])
+                x, padding_mask = hubert_forward(self.model.hubert, source, lengths, self.layer)
+                for index, frames in zip(batch, unpad_frames(x, padding_mask)):
+                    results[index] = frames
         return results
 
     def utterance_features(self, paths: Sequence[str], expected_samples: Sequence[Optional[int]]) -> List[np.ndarray]:

@@ -18,7 +18,12 @@ import torch.nn.functional as F
 from fairseq_flea.audio import read_audio_for_model, read_mono_audio
 from fairseq_flea.checkpoints import checkpoint_model_name, load_checkpoint_state
 from fairseq_flea.errors import FleaInputError
-from fairseq_flea.hubert_features import hubert_forward, length_sorted_batches, pad_waveforms
+from fairseq_flea.hubert_features import (
+    full_float32_precision,
+    hubert_forward,
+    length_sorted_batches,
+    pad_waveforms,
+)
 from fairseq_flea.kmeans import assign_clusters, load_cluster_centers
 
 CLASSIFIER_MODEL = "ser_attention_classification"
@@ -128,20 +133,21 @@ class EmotionRecognizer:
         prepared = [self._prepare(waveform) for waveform in waveforms]
         predictions: List[Optional[UtterancePrediction]] = [None] * len(prepared)
         max_batch_samples = int(batch_seconds * self.sample_rate)
-        for batch in length_sorted_batches([len(w) for w in prepared], max_batch_samples):
-            source, lengths = pad_waveforms([prepared[i] for i in batch])
-            output = self.model(source=source, lengths=lengths)
-            probabilities = torch.softmax(output["logits"].float(), dim=-1).cpu().numpy()
-            cluster_ids = (
-                self._cluster_ids(source, lengths, frame_clusters) if frame_clusters is not None else None
-            )
-            for row, index in enumerate(batch):
-                valid = ~output["padding_mask"][row]
-                predictions[index] = UtterancePrediction(
-                    probabilities=probabilities[row],
-                    frame_weights=output["frame_weights"][row][valid].float().cpu().numpy(),
-                    cluster_ids=None if cluster_ids is None else cluster_ids[row],
+        with full_float32_precision():
+            for batch in length_sorted_batches([len(w) for w in prepared], max_batch_samples):
+                source, lengths = pad_waveforms([prepared[i] for i in batch])
+                output = self.model(source=source, lengths=lengths)
+                probabilities = torch.softmax(output["logits"].float(), dim=-1).cpu().numpy()
+                cluster_ids = (
+                    self._cluster_ids(source, lengths, frame_clusters) if frame_clusters is not None else None
                 )
+                for row, index in enumerate(batch):
+                    valid = ~output["padding_mask"][row]
+                    predictions[index] = UtterancePrediction(
+                        probabilities=probabilities[row],
+                        frame_weights=output["frame_weights"][row][valid].float().cpu().numpy(),
+                        cluster_ids=None if cluster_ids is None else cluster_ids[row],
+                    )
         return predictions
 
     def _cluster_ids(self, source: torch.Tensor, lengths: torch.Tensor, clusters: FrameClusters) -> List[np.ndarray]:

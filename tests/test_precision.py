@@ -22,6 +22,7 @@ from conftest import (
 )
 from fairseq_flea.evaluation import evaluate_split
 from fairseq_flea.feature_dump import dump_layer_features
+from fairseq_flea.hubert_features import full_float32_precision
 from fairseq_flea.inference import EmotionRecognizer
 from fairseq_flea.kmeans import load_features
 
@@ -100,3 +101,26 @@ def test_finetuning_config_trains_in_bf16_then_evaluates_and_predicts(config, em
     prediction = EmotionRecognizer.load(str(checkpoint)).predict_recording(wav)
     assert np.isfinite(prediction.probabilities).all()
     assert prediction.probabilities.sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_model_in_bf16_predicts_like_in_fp32(attention_finetune, emotion_corpus):
+    manifest = (emotion_corpus / "test.tsv").read_text().splitlines()
+    paths = [f"{manifest[0]}/{line.split(chr(9))[0]}" for line in manifest[1:]]
+    recognizer = EmotionRecognizer.load(str(attention_finetune[0]))
+    in_fp32 = recognizer.predict_files(paths)
+    recognizer.model.to(torch.bfloat16)  # float32 waveforms meet bf16 weights
+    in_bf16 = recognizer.predict_files(paths)
+    assert all(p.probabilities.dtype == np.float32 for p in in_bf16)
+    assert max(np.abs(a.probabilities - b.probabilities).max() for a, b in zip(in_fp32, in_bf16)) < 0.05
+
+
+def test_inference_runs_without_tf32_and_restores_the_settings():
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, True
+    try:
+        with full_float32_precision():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with full_float32_precision(enabled=False):
+            assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default
