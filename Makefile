@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 VENV_PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.flea-installed
 
-.PHONY: test demo install
+.PHONY: test demo install gpu-check
 
 install: $(INSTALLED)
 
@@ -28,3 +28,7 @@ test: $(INSTALLED)
 
 demo: $(INSTALLED)
 	$(VENV_PYTHON) tools/run_demo.py demo
+
+# On a CUDA machine: the recipe at HuBERT-base size in fp16 and bf16, the GPU benches, one table.
+gpu-check: $(INSTALLED)
+	PYTHON=$(VENV_PYTHON) bench/gpu_check.sh

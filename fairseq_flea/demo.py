@@ -17,20 +17,29 @@ import csv
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from fairseq_flea.recipe import FleaRecipe, RecipeConfig, hydra_train, run_step
 
 logger = logging.getLogger(__name__)
 
 DEMO_FOLD = 4
+# hubert_tiny.yaml's model section at HuBERT base size (fairseq's hubert_base_librispeech.yaml).
+HUBERT_BASE_ARCHITECTURE = (
+    "model.conv_feature_layers='[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2'",
+    "model.encoder_layers=12", "model.encoder_embed_dim=768", "model.encoder_ffn_embed_dim=3072",
+    "model.encoder_attention_heads=12", "model.conv_pos=128", "model.conv_pos_groups=16", "model.final_dim=256",
+)
 
 
 @dataclass
 class DemoConfig:
     work_dir: str = "demo"
+    # "tiny" (CPU, minutes) or "base": HuBERT-base size with the recipe's base configs (GPU).
+    size: str = "tiny"
+    overrides: Sequence[str] = field(default_factory=list)  # every training step, e.g. precision
     utterances_per_speaker: int = 48
     seed: int = 0
     scratch_updates: int = 100  # the stand-in HuBERT's pretraining from scratch
@@ -54,8 +63,9 @@ class FleaDemo:
             corpus_csv=os.path.join(self.corpus, "corpus.csv"),
             folds=[DEMO_FOLD], layers=[cfg.layer], clusters=[cfg.pseudo_clusters],
             poolings=["mean", "attention"], tapt_label_layer=cfg.layer,
-            tapt_config="tapt_tiny", cpt_config="flea_cpt_tiny",
-            finetune_configs={"mean": "ser_mean_tiny", "attention": "ser_attention_tiny"},
+            tapt_config=f"tapt_{cfg.size}", cpt_config=f"flea_cpt_{cfg.size}",
+            finetune_configs={"mean": f"ser_mean_{cfg.size}", "attention": f"ser_attention_{cfg.size}"},
+            overrides=list(cfg.overrides),
             pretrain_overrides=[f"optimization.max_update={cfg.pretrain_updates}"],
             finetune_overrides=[f"optimization.max_epoch={cfg.finetune_epochs}"],
         ))
@@ -100,6 +110,7 @@ class FleaDemo:
             f"task.label_dir={label_dir}", "task.labels=[km]",
             "model.label_rate=100",  # MFCC frames are 10 ms
             f"optimization.max_update={self.cfg.scratch_updates}", f"checkpoint.save_dir={save_dir}",
+            *(HUBERT_BASE_ARCHITECTURE if self.cfg.size == "base" else ()), *self.cfg.overrides,
         ], os.path.join(save_dir, "train.log"))
 
     def model_dirs(self) -> Dict[str, str]:

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 DONE_MARKER = ".done"
 PRETRAIN_SPLITS = ("train", "valid")
 DEFAULT_CONFIG_ROOT = Path(__file__).resolve().parents[1] / "config"
+PRECISION_OVERRIDES = {"fp16": ["common.fp16=true", "common.bf16=false"],
+                       "bf16": ["common.fp16=false", "common.bf16=true"],
+                       "fp32": ["common.fp16=false", "common.bf16=false"]}
 
 
 @dataclass

@@ -12,11 +12,7 @@ import argparse
 import shlex
 
 from fairseq_flea.errors import log_tool_progress, run_tool
-from fairseq_flea.recipe import FleaRecipe, RecipeConfig
-
-PRECISION_OVERRIDES = {"fp16": ["common.fp16=true", "common.bf16=false"],
-                       "bf16": ["common.fp16=false", "common.bf16=true"],
-                       "fp32": ["common.fp16=false", "common.bf16=false"]}
+from fairseq_flea.recipe import PRECISION_OVERRIDES, FleaRecipe, RecipeConfig
 
 
 def main() -> None:
