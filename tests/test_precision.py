@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from fairseq import tasks
+from omegaconf import OmegaConf
 
 import fairseq_flea  # noqa: F401
 from conftest import (
@@ -124,3 +126,17 @@ def test_inference_runs_without_tf32_and_restores_the_settings():
             assert torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default
+
+
+def test_loader_workers_end_with_each_epoch(emotion_corpus):
+    """fairseq pins loader memory on GPUs; persistent pinned workers then hold the finished
+    process 5 s each (pytorch/pytorch#81794). Every shipped config turns them off."""
+    shipped = [*PRETRAIN_CONFIG_DIR.glob("*.yaml"), *FINETUNE_CONFIG_DIR.glob("*.yaml")]
+    assert all(OmegaConf.load(path).task.persistent_workers is False for path in shipped)
+    cfg = OmegaConf.load(FINETUNE_CONFIG_DIR / "ser_attention_base.yaml")
+    cfg.task.data = str(emotion_corpus)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train")
+    epoch_iterator = task.get_batch_iterator(task.dataset("train"), max_sentences=8, num_workers=1)
+    next(epoch_iterator.next_epoch_itr())
+    assert epoch_iterator.dataloader.persistent_workers is False
