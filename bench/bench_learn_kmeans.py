@@ -21,7 +21,7 @@ from pathlib import Path
 import fairseq
 import numpy as np
 
-from fairseq_flea.kmeans import load_cluster_centers, mean_squared_distance
+from fairseq_flea.units.kmeans import load_cluster_centers, mean_squared_distance
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAIRSEQ_LEARN_KMEANS = Path(fairseq.__file__).parent / "examples" / "hubert" / "simple_kmeans" / "learn_kmeans.py"

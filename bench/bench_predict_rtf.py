@@ -23,7 +23,7 @@ import torch
 from omegaconf import OmegaConf
 
 import fairseq_flea  # noqa: F401  (registers the model)
-from fairseq_flea.inference import EmotionRecognizer
+from fairseq_flea.inference.recognizer import EmotionRecognizer
 from fairseq_flea.models.ser_attention_classification import (
     SerAttentionClassificationModel,
     SerClassificationConfig,

@@ -2,7 +2,7 @@
 """One-command GPU check: the FLEA recipe at HuBERT-base size on the demo corpus, in fp16
 and in bf16, then the dump and prediction benches on the GPU, and one table.
 
-The demo (fairseq_flea.demo) brings its corpus and builds a HuBERT-base-size stand-in for
+The demo (fairseq_flea.demo.flea_demo) brings its corpus and builds a HuBERT-base-size stand-in for
 the released checkpoint with the project's own code (a few updates from scratch on MFCC
 k-means labels, then k-means of its layer 9); the recipe's stages 1-5 then run with the
 base configs (tapt_base, ser_mean_base, flea_cpt_base, ser_*_base) and few updates.
@@ -20,7 +20,6 @@ from nvidia-smi once a second. Exits non-zero if any step or bench fails.
 import argparse
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -34,9 +33,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from omegaconf import OmegaConf
 
-from fairseq_flea.demo import DemoConfig, FleaDemo
-from fairseq_flea.errors import FleaInputError, log_tool_progress
-from fairseq_flea.recipe import PRECISION_OVERRIDES
+from fairseq_flea.demo.flea_demo import DemoConfig, FleaDemo
+from fairseq_flea.io.errors import FleaInputError, FleaStepError, log_tool_progress
+from fairseq_flea.recipe.flea_recipe import PRECISION_OVERRIDES
 
 BENCH_DIR = Path(__file__).resolve().parent
 STEP_START = re.compile(r"stage (\d) (.*?): running -> (.*)$")
@@ -142,11 +141,11 @@ def run_demo_at_precision(work_dir: Path, shared_from: Optional[Path], precision
         layer=args.layer, unit_clusters=args.clusters, pseudo_clusters=args.clusters,
     )
     recorder = StepRecorder(precision)
-    logging.getLogger("fairseq_flea.recipe").addHandler(recorder)
+    logging.getLogger("fairseq_flea.recipe.flea_recipe").addHandler(recorder)
     try:
         FleaDemo(cfg).run()
     finally:
-        logging.getLogger("fairseq_flea.recipe").removeHandler(recorder)
+        logging.getLogger("fairseq_flea.recipe.flea_recipe").removeHandler(recorder)
         release_gpu_memory()  # the demo's attention plots ran a model in this process
     for step in recorder.steps:
         if step.end is not None:
@@ -230,7 +229,7 @@ def main() -> int:
             steps.append(run_bench("predict_rtf", "bench_predict_rtf.py", [
                 "--device", args.device, "--utterances", "48" if on_gpu else "2", "--repeats", "2" if on_gpu else "1"],
                 sampler, work))
-    except (FleaInputError, OSError) as error:
+    except (FleaInputError, FleaStepError, OSError) as error:
         failure = str(error)
     sampler.stopped.set()
     table = format_table(steps, sampler, started)

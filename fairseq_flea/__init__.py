@@ -5,7 +5,7 @@ its tasks, models and criterions with fairseq and lets torch>=2.6 load fairseq
 checkpoints without switching torch's safe-loading check off.
 """
 
-from fairseq_flea.checkpoints import allow_fairseq_checkpoint_types
+from fairseq_flea.hubert.checkpoints import allow_fairseq_checkpoint_types
 
 allow_fairseq_checkpoint_types()
 

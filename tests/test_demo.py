@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from fairseq_flea.demo import DemoConfig, FleaDemo
+from fairseq_flea.demo.flea_demo import DemoConfig, FleaDemo
 
 SMALL = dict(utterances_per_speaker=8, scratch_updates=10, pretrain_updates=4, finetune_epochs=2)
 

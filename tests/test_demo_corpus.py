@@ -14,11 +14,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from conftest import assert_succeeded, run_python_tool
-from fairseq_flea.corpus_manifests import prepare_corpus
-from fairseq_flea.demo_corpus import CLASSES, SAMPLE_RATE, SPLITS, write_demo_corpus
-from fairseq_flea.errors import FleaInputError
-from fairseq_flea.leakage import check_no_leakage
-from fairseq_flea.manifest import read_label_lines, read_manifest
+from fairseq_flea.corpus.csv_corpus import prepare_corpus
+from fairseq_flea.corpus.demo_corpus import CLASSES, SAMPLE_RATE, SPLITS, write_demo_corpus
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.corpus.leakage import check_no_leakage
+from fairseq_flea.io.manifest import read_label_lines, read_manifest
 
 UTTERANCES_PER_SPEAKER = 20
 PARTIAL_FRACTION = 0.3

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import run_python_tool
-from fairseq_flea.inference import EmotionRecognizer
-from fairseq_flea.metrics import classification_scores, confusion_matrix
+from fairseq_flea.inference.recognizer import EmotionRecognizer
+from fairseq_flea.evaluation.metrics import classification_scores, confusion_matrix
 
 
 def test_scores_match_a_hand_computed_confusion_matrix():

@@ -7,9 +7,9 @@ import soundfile as sf
 import torch
 
 from conftest import run_python_tool
-from fairseq_flea.errors import FleaInputError
-from fairseq_flea.feature_dump import dump_layer_features, dump_mfcc_features
-from fairseq_flea.kmeans import check_cluster_count, load_features
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.units.features import dump_layer_features, dump_mfcc_features
+from fairseq_flea.units.kmeans import check_cluster_count, load_features
 
 RATE = 16000
 

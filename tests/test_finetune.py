@@ -3,16 +3,16 @@
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 import fairseq_flea  # noqa: F401
 from conftest import train_log_records
-from fairseq_flea.inference import EmotionRecognizer
-from fairseq_flea.manifest import read_manifest
-from fairseq_flea.metrics import classification_scores, confusion_matrix
+from fairseq_flea.inference.recognizer import EmotionRecognizer
+from fairseq_flea.models.pooling import build_pooling
+from fairseq_flea.io.manifest import read_manifest
+from fairseq_flea.evaluation.metrics import classification_scores, confusion_matrix
 
 
 def split_files(corpus, split):
@@ -91,3 +91,8 @@ def test_logits_do_not_depend_on_the_batch(run, request, emotion_corpus):
     assert torch.allclose(weights.sum(dim=1), torch.ones(len(weights)), atol=1e-5)
     assert torch.all(weights[padding] == 0)
     assert torch.all(weights[~padding] > 0)
+
+
+def test_an_unknown_pooling_is_refused():
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        build_pooling("max", 8)

@@ -5,13 +5,12 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from omegaconf import OmegaConf
 
 import fairseq_flea  # noqa: F401
 from conftest import FINETUNE_CONFIG_DIR, run_hydra_train
 from fairseq import tasks
-from fairseq_flea.errors import FleaInputError
+from fairseq_flea.io.errors import FleaInputError
 from test_pretraining_errors import assert_one_line_error
 
 
@@ -86,3 +85,11 @@ def test_w2v_path_that_is_not_hubert(emotion_corpus, attention_finetune, tmp_pat
     assert_one_line_error(
         finetune_run(emotion_corpus, classifier, tmp_path), str(classifier), "not a HuBERT pretraining checkpoint"
     )
+
+
+def test_normalisation_other_than_the_encoders_is_refused(emotion_corpus, scratch_run, tmp_path):
+    result = run_hydra_train(FINETUNE_CONFIG_DIR, "ser_attention_tiny", [
+        f"task.data={emotion_corpus}", f"model.w2v_path={scratch_run[0]}",
+        f"checkpoint.save_dir={tmp_path / 'run'}", "task.normalize=true",
+    ])
+    assert_one_line_error(result, str(scratch_run[0]), "trained with task.normalize=false; set task.normalize=false")

@@ -11,13 +11,13 @@ from scipy.signal import filtfilt, firwin, resample_poly
 
 import fairseq_flea  # noqa: F401
 from conftest import assert_succeeded, run_python_tool
-from fairseq_flea.audio import read_audio_for_model
-from fairseq_flea.errors import FleaInputError
-from fairseq_flea.feature_dump import dump_layer_features
-from fairseq_flea.hubert_features import hubert_forward
-from fairseq_flea.inference import EmotionRecognizer, RecordingPrediction, SkippedRecording
-from fairseq_flea.kmeans import assign_clusters, learn_kmeans_sklearn, load_features, save_kmeans
-from fairseq_flea.manifest import read_manifest
+from fairseq_flea.io.audio import read_audio_for_model
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.units.features import dump_layer_features
+from fairseq_flea.hubert.forward import hubert_forward
+from fairseq_flea.inference.recognizer import EmotionRecognizer, RecordingPrediction, SkippedRecording
+from fairseq_flea.units.kmeans import assign_clusters, learn_kmeans_sklearn, load_features, save_kmeans
+from fairseq_flea.io.manifest import read_manifest
 from test_pretraining_errors import assert_one_line_error
 
 CLUSTER_LAYER = 1

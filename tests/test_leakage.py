@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_succeeded, run_python_tool
-from fairseq_flea.errors import FleaInputError
-from fairseq_flea.iemocap import iemocap_speaker
-from fairseq_flea.leakage import check_no_leakage, fold_held_out_manifests
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.corpus.iemocap import iemocap_speaker
+from fairseq_flea.corpus.leakage import check_no_leakage, fold_held_out_manifests
 
 FOLDS = range(1, 6)
 

@@ -14,10 +14,10 @@ import pytest
 import soundfile as sf
 
 from conftest import assert_succeeded, run_python_tool
-from fairseq_flea.corpus_manifests import prepare_corpus
-from fairseq_flea.errors import FleaInputError
-from fairseq_flea.iemocap import iemocap_speaker, prepare_iemocap
-from fairseq_flea.manifest import read_label_lines, read_manifest
+from fairseq_flea.corpus.csv_corpus import prepare_corpus
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.corpus.iemocap import iemocap_speaker, prepare_iemocap
+from fairseq_flea.io.manifest import read_label_lines, read_manifest
 from iemocap_tree import GeneratedUtterance, IemocapTree
 
 FOUR_CLASSES = {"ang": "ang", "hap": "hap", "exc": "hap", "neu": "neu", "sad": "sad"}
@@ -175,9 +175,9 @@ def test_missing_unreadable_and_8khz_wavs_are_listed_and_skipped(tree_copy, tmp_
     with caplog.at_level("WARNING"):
         report = prepare_iemocap(tree_copy.root, str(out_dir))
     reasons = {item["path"]: item["reason"] for item in report["skipped"]}
-    assert reasons[missing.wav_path] == "missing"
+    assert reasons[missing.wav_path] == "audio file not found"
     assert reasons[unreadable.wav_path].startswith("unreadable")
-    assert reasons[wrong_rate.wav_path] == "sample rate 8000 Hz, not 16000"
+    assert reasons[wrong_rate.wav_path] == "sample rate is 8000 Hz, the model expects 16000 Hz"
     assert len(reasons) == 3
     for u in (missing, unreadable, wrong_rate):
         assert f"skipped {u.wav_path}" in caplog.text
@@ -185,6 +185,19 @@ def test_missing_unreadable_and_8khz_wavs_are_listed_and_skipped(tree_copy, tmp_
         missing.wav_path, unreadable.wav_path, wrong_rate.wav_path
     }
     assert report["total"] == len(kept) - 3
+
+
+def test_stereo_and_sub_frame_wavs_are_skipped_as_training_would_refuse_them(tree_copy, tmp_path):
+    kept = [u for u in tree_copy.utterances if u.label in FOUR_CLASSES]
+    stereo, too_short = kept[2], kept[9]
+    sf.write(stereo.wav_path, np.zeros((16000, 2), dtype=np.float32), 16000)
+    sf.write(too_short.wav_path, np.zeros(399, dtype=np.float32), 16000)
+    report = prepare_iemocap(tree_copy.root, str(tmp_path / "out"))
+    reasons = {item["path"]: item["reason"] for item in report["skipped"]}
+    assert reasons == {
+        stereo.wav_path: "has 2 channels, expected mono audio",
+        too_short.wav_path: "only 399 samples, shorter than one frame (400 samples)",
+    }
 
 
 def test_root_that_is_not_iemocap(tmp_path):

@@ -22,11 +22,11 @@ from conftest import (
     run_hydra_train,
     train_log_records,
 )
-from fairseq_flea.evaluation import evaluate_split
-from fairseq_flea.feature_dump import dump_layer_features
-from fairseq_flea.hubert_features import full_float32_precision
-from fairseq_flea.inference import EmotionRecognizer
-from fairseq_flea.kmeans import load_features
+from fairseq_flea.evaluation.evaluate import evaluate_split
+from fairseq_flea.units.features import dump_layer_features
+from fairseq_flea.hubert.forward import full_float32_precision
+from fairseq_flea.inference.recognizer import EmotionRecognizer
+from fairseq_flea.units.kmeans import load_features
 
 BF16_ON_CPU = ["common.cpu=true", "common.bf16=true", "common.fp16=false", "common.log_interval=1"]
 # The base configs' GPU settings, shrunk to a CPU smoke run.

@@ -104,3 +104,11 @@ def test_init_from_a_checkpoint_of_another_model(tone_corpus, scratch_run, tmp_p
         "not a HuBERT pretraining checkpoint",
         "'wav2vec2'",
     )
+
+
+def test_init_from_with_other_normalisation_is_refused(tone_corpus, scratch_run, tmp_path):
+    result = run_hydra_train(PRETRAIN_CONFIG_DIR, "tapt_tiny", [
+        f"task.data={tone_corpus / 'data'}", f"task.label_dir={tone_corpus / 'labels11'}", "task.labels=[km]",
+        f"task.init_from={scratch_run[0]}", f"checkpoint.save_dir={tmp_path / 'run'}", "task.normalize=true",
+    ])
+    assert_one_line_error(result, str(scratch_run[0]), "trained with task.normalize=false; set task.normalize=false")

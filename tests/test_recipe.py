@@ -6,12 +6,12 @@ from functools import partial
 
 import pytest
 
-from conftest import run_python_tool
-from fairseq_flea.kmeans import learn_kmeans_faiss, load_features, save_kmeans
-from fairseq_flea.errors import FleaInputError
-from fairseq_flea.feature_dump import dump_layer_features
-from fairseq_flea.manifest import read_manifest
-from fairseq_flea.recipe import run_in_own_process
+from conftest import REPO_ROOT, run_python_tool
+from fairseq_flea.units.kmeans import learn_kmeans_faiss, load_features, save_kmeans
+from fairseq_flea.io.errors import FleaInputError, FleaStepError
+from fairseq_flea.units.features import dump_layer_features
+from fairseq_flea.io.manifest import read_manifest
+from fairseq_flea.recipe.flea_recipe import hydra_train, run_in_own_process
 
 TINY = [
     "--tapt-config", "tapt_tiny", "--cpt-config", "flea_cpt_tiny",
@@ -100,5 +100,14 @@ def test_a_model_loading_step_runs_in_a_process_of_its_own():
 def test_a_failing_step_process_reports_one_line(tmp_path):
     with pytest.raises(FleaInputError, match="missing.tsv"):
         run_in_own_process(partial(read_manifest, str(tmp_path / "missing.tsv")), "stage 9 manifest")
-    with pytest.raises(FleaInputError, match="stage 9 crash: its process ended abruptly"):
+    with pytest.raises(FleaStepError, match="stage 9 crash: its process ended abruptly"):
         run_in_own_process(os.abort, "stage 9 crash")
+
+
+def test_a_failed_training_is_a_step_error_naming_its_log(tmp_path):
+    log = tmp_path / "train.log"
+    with pytest.raises(FleaStepError, match=f"ser_attention_tiny failed \\(see {log}\\)"):
+        hydra_train(str(REPO_ROOT / "config" / "finetune"), "ser_attention_tiny", [
+            f"task.data={tmp_path / 'missing'}", f"model.w2v_path={tmp_path / 'missing.pt'}",
+            f"checkpoint.save_dir={tmp_path / 'run'}",
+        ], str(log))

@@ -11,7 +11,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import soundfile as sf
 
-from fairseq_flea.frames import conv_frame_count
+from fairseq_flea.io.frames import conv_frame_count
 
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = 320

@@ -5,8 +5,8 @@ pooling), laid out like the paper's Table 1 with the paper's numbers beside ours
 
 import argparse
 
-from fairseq_flea.errors import run_tool
-from fairseq_flea.results_table import write_results_table
+from fairseq_flea.io.errors import run_tool
+from fairseq_flea.evaluation.results_table import write_results_table
 
 
 def main() -> None:

@@ -12,9 +12,9 @@ the held-out manifests (by default the fold's valid.tsv and test.tsv). Speakers 
 
 import argparse
 
-from fairseq_flea.errors import log_tool_progress, run_tool
-from fairseq_flea.iemocap import iemocap_speaker
-from fairseq_flea.leakage import check_no_leakage, fold_held_out_manifests
+from fairseq_flea.io.errors import log_tool_progress, run_tool
+from fairseq_flea.corpus.iemocap import iemocap_speaker
+from fairseq_flea.corpus.leakage import check_no_leakage, fold_held_out_manifests
 
 
 def main() -> None:

@@ -13,12 +13,9 @@
 
 import argparse
 
-from fairseq_flea.checkpoint_conversion import (
-    classifier_to_inference,
-    huggingface_to_fairseq,
-    pretraining_to_encoder,
-)
-from fairseq_flea.errors import log_tool_progress, run_tool
+from fairseq_flea.hubert.conversion import huggingface_to_fairseq, pretraining_to_encoder
+from fairseq_flea.inference.conversion import classifier_to_inference
+from fairseq_flea.io.errors import log_tool_progress, run_tool
 
 CONVERSIONS = {
     "encoder": pretraining_to_encoder,

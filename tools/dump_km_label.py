@@ -5,8 +5,8 @@ KM_PATH may come from our learn_kmeans.py (either backend) or from fairseq's."""
 
 import argparse
 
-from fairseq_flea.errors import log_tool_progress, run_tool
-from fairseq_flea.kmeans import dump_km_labels
+from fairseq_flea.io.errors import log_tool_progress, run_tool
+from fairseq_flea.units.kmeans import dump_km_labels
 
 
 def main() -> None:

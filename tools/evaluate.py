@@ -6,8 +6,8 @@ confusion.txt and confusion.png to --out-dir (default: eval_SPLIT next to the ch
 
 import argparse
 
-from fairseq_flea.errors import log_tool_progress, run_tool
-from fairseq_flea.evaluation import evaluate_split
+from fairseq_flea.io.errors import log_tool_progress, run_tool
+from fairseq_flea.evaluation.evaluate import evaluate_split
 
 
 def main() -> None:

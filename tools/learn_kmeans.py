@@ -10,11 +10,11 @@ dump_km_label.py reads it too."""
 import argparse
 import logging
 
-from fairseq_flea.errors import log_tool_progress, run_tool
-from fairseq_flea.kmeans import (
+from fairseq_flea.io.errors import log_tool_progress, run_tool
+from fairseq_flea.units.kmeans import (
     check_cluster_count,
-    learn_kmeans_faiss,
-    learn_kmeans_sklearn,
+    KMEANS_BACKENDS,
+    learn_kmeans,
     load_features,
     mean_squared_distance,
     save_kmeans,
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("n_clusters", type=int)
     parser.add_argument("--seed", default=0, type=int)
     parser.add_argument("--percent", default=-1, type=float, help="fraction of utterances to use; -1 for all")
-    parser.add_argument("--backend", choices=["sklearn", "faiss"], default="sklearn")
+    parser.add_argument("--backend", choices=sorted(KMEANS_BACKENDS), default="sklearn")
     sklearn_options = parser.add_argument_group("sklearn backend (official defaults)")
     sklearn_options.add_argument("--init", default="k-means++")
     sklearn_options.add_argument("--max_iter", default=100, type=int)
@@ -51,16 +51,14 @@ def main() -> None:
 
     features = load_features(args.feat_dir, args.split, args.nshard, args.percent, args.seed)
     check_cluster_count(features, args.n_clusters, args.feat_dir)
-    if args.backend == "faiss":
-        model = learn_kmeans_faiss(
-            features, args.n_clusters, args.seed, args.faiss_iterations, args.faiss_restarts,
-            args.faiss_points_per_cluster,
-        )
-    else:
-        model = learn_kmeans_sklearn(
-            features, args.n_clusters, args.seed, args.init, args.max_iter, args.batch_size,
-            args.tol, args.max_no_improvement, args.n_init, args.reassignment_ratio,
-        )
+    backend_options = {
+        "faiss": dict(iterations=args.faiss_iterations, restarts=args.faiss_restarts,
+                      points_per_cluster=args.faiss_points_per_cluster),
+        "sklearn": dict(init=args.init, max_iter=args.max_iter, batch_size=args.batch_size, tol=args.tol,
+                        max_no_improvement=args.max_no_improvement, n_init=args.n_init,
+                        reassignment_ratio=args.reassignment_ratio),
+    }[args.backend]
+    model = learn_kmeans(features, args.n_clusters, args.backend, seed=args.seed, **backend_options)
     save_kmeans(model, args.km_path)
     inertia = mean_squared_distance(features, model.cluster_centers_)
     logger.info(f"saved {args.km_path}: {args.n_clusters} clusters, inertia per frame {inertia:.5f}")

@@ -11,13 +11,13 @@ seed writes the same bytes.
 
 import argparse
 
-from fairseq_flea.demo_corpus import (
+from fairseq_flea.corpus.demo_corpus import (
     DEFAULT_PARTIAL_FRACTION,
     DEFAULT_UTTERANCES_PER_SPEAKER,
     format_split_counts,
     write_demo_corpus,
 )
-from fairseq_flea.errors import run_tool
+from fairseq_flea.io.errors import run_tool
 
 
 def main() -> None:

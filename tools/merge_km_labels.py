@@ -5,8 +5,8 @@ pretraining reads (task.label_dir=LAB_DIR task.labels='["{name}"]')."""
 
 import argparse
 
-from fairseq_flea.errors import log_tool_progress, run_tool
-from fairseq_flea.kmeans import merge_km_labels
+from fairseq_flea.io.errors import log_tool_progress, run_tool
+from fairseq_flea.units.kmeans import merge_km_labels
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import argparse
 import logging
 import sys
 
-from fairseq_flea.errors import run_tool
-from fairseq_flea.prediction_report import PredictionOutputs, predict_to_outputs
+from fairseq_flea.io.errors import run_tool
+from fairseq_flea.inference.report import PredictionOutputs, predict_to_outputs
 
 
 def main() -> None:

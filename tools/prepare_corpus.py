@@ -12,9 +12,9 @@ validates, the rest is test. Same layout and checks as tools/prepare_iemocap.py.
 
 import argparse
 
-from fairseq_flea.corpus_manifests import prepare_corpus
-from fairseq_flea.fold_manifests import add_pretrain_split_options, pretrain_valid_fraction
-from fairseq_flea.errors import log_tool_progress, run_tool
+from fairseq_flea.corpus.csv_corpus import prepare_corpus
+from fairseq_flea.corpus.folds import add_pretrain_split_options, pretrain_valid_fraction
+from fairseq_flea.io.errors import log_tool_progress, run_tool
 
 
 def main() -> None:

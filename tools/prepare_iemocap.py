@@ -11,9 +11,9 @@ other is test; the other four sessions train. Writes OUT_DIR/all.*, OUT_DIR/fold
 
 import argparse
 
-from fairseq_flea.fold_manifests import add_pretrain_split_options, pretrain_valid_fraction
-from fairseq_flea.errors import log_tool_progress, run_tool
-from fairseq_flea.iemocap import CLASS_MAPS, prepare_iemocap
+from fairseq_flea.corpus.folds import add_pretrain_split_options, pretrain_valid_fraction
+from fairseq_flea.io.errors import log_tool_progress, run_tool
+from fairseq_flea.corpus.iemocap import CLASS_MAPS, prepare_iemocap
 
 
 def main() -> None:

@@ -5,8 +5,8 @@ recipe/fold4/.../eval_test/ and attention_*.png. Re-running reuses finished step
 
 import argparse
 
-from fairseq_flea.demo import DemoConfig, FleaDemo
-from fairseq_flea.errors import log_tool_progress, run_tool
+from fairseq_flea.demo.flea_demo import DemoConfig, FleaDemo
+from fairseq_flea.io.errors import log_tool_progress, run_tool
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ distributed_training.distributed_world_size=N instead.
 import argparse
 import sys
 
-from fairseq_flea.cpu_distributed import launch
+from fairseq_flea.launch.cpu_distributed import launch
 
 
 def main() -> None:

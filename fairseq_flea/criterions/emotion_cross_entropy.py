@@ -7,7 +7,7 @@ mean of per-batch values; ``checkpoint.best_checkpoint_metric=ua`` selects by it
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,12 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
-from fairseq_flea.metrics import unweighted_accuracy
+
+
+def unweighted_accuracy(correct: Sequence[float], total: Sequence[float]) -> Optional[float]:
+    """Mean recall over the classes that occur; None when none does."""
+    recalls = [c / t for c, t in zip(correct, total) if t > 0]
+    return sum(recalls) / len(recalls) if recalls else None
 
 
 @dataclass

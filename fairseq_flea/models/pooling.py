@@ -30,4 +30,8 @@ class MeanPooling(nn.Module):
 
 
 def build_pooling(kind: str, dim: int) -> nn.Module:
-    return AttentionPooling(dim) if kind == "attention" else MeanPooling()
+    if kind == "attention":
+        return AttentionPooling(dim)
+    if kind == "mean":
+        return MeanPooling()
+    raise ValueError(f"unknown pooling {kind!r}: 'attention' or 'mean'")

@@ -4,28 +4,28 @@ classifier (FLEA phase 1c with mean pooling, phase 4 with the paper's soft atten
 The encoder comes from ``w2v_path`` (a released, TAPT or CPT HuBERT checkpoint, or an
 encoder-only checkpoint from tools/convert_checkpoint.py). Its pretraining config is kept
 in ``w2v_args``, so a fine-tuned checkpoint is self-contained, as fairseq's ``hubert_ctc``.
-The encoder runs through the padding-safe forward of ``fairseq_flea.hubert_features``: an
+The encoder runs through the padding-safe forward of ``fairseq_flea.hubert.forward``: an
 utterance's logits do not depend on what it is batched with.
 """
 
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 import torch.nn as nn
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import II, MISSING, OmegaConf, open_dict
+from omegaconf import II, MISSING, open_dict
 
-from fairseq_flea.errors import FleaInputError
-from fairseq_flea.hubert_encoder import build_hubert_encoder, load_hubert_encoder_source
-from fairseq_flea.hubert_features import hubert_forward
+from fairseq_flea.hubert.encoder import build_hubert_encoder, check_normalize_matches, load_hubert_encoder_source
+from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.models.pooling import build_pooling
 
 logger = logging.getLogger(__name__)
 
+CLASSIFIER_MODEL = "ser_attention_classification"
 POOLING_CHOICES = ChoiceEnum(["attention", "mean"])
 
 
@@ -59,7 +59,7 @@ ENCODER_OVERRIDES = (
 )
 
 
-@register_model("ser_attention_classification", dataclass=SerClassificationConfig)
+@register_model(CLASSIFIER_MODEL, dataclass=SerClassificationConfig)
 class SerAttentionClassificationModel(BaseFairseqModel):
     def __init__(self, cfg: SerClassificationConfig, encoder: nn.Module, num_classes: int):
         super().__init__()
@@ -82,12 +82,7 @@ class SerAttentionClassificationModel(BaseFairseqModel):
             source.load_into(encoder)
         else:
             encoder = build_hubert_encoder(cfg.w2v_args, overrides)
-        encoder_normalize = bool(cfg.w2v_args.task.get("normalize", False))
-        if encoder_normalize != bool(cfg.normalize):
-            raise FleaInputError(
-                f"{cfg.w2v_path}: the encoder was pretrained with task.normalize={str(encoder_normalize).lower()}; "
-                f"set task.normalize={str(encoder_normalize).lower()}"
-            )
+        check_normalize_matches(cfg.w2v_path, cfg.w2v_args, cfg.normalize)
         return cls(cfg, encoder, len(task.class_names))
 
     def set_num_updates(self, num_updates: int) -> None:

@@ -11,7 +11,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
-from fairseq_flea.classification_data import class_names, load_classification_split, load_label_dictionary
+from fairseq_flea.tasks.classification_data import class_names, load_classification_split, load_label_dictionary
 
 logger = logging.getLogger(__name__)
 

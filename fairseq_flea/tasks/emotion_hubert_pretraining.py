@@ -17,14 +17,15 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPretrainingTask
 
-from fairseq_flea.checkpoints import hubert_model_config, load_checkpoint_state
-from fairseq_flea.errors import FleaInputError
-from fairseq_flea.hubert_init import (
+from fairseq_flea.hubert.checkpoints import hubert_model_config, load_checkpoint_state
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.hubert.encoder import check_normalize_matches
+from fairseq_flea.hubert.init_from import (
     same_labels_as_checkpoint,
     take_architecture,
     transfer_weights,
 )
-from fairseq_flea.manifest import check_frame_labels, read_manifest
+from fairseq_flea.io.manifest import check_frame_labels, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +96,7 @@ class EmotionHubertPretrainingTask(HubertPretrainingTask):
         source_path = self.cfg.init_from
         state = load_checkpoint_state(source_path)
         source_model_cfg = hubert_model_config(state, source_path)
-        source_normalize = bool(state["cfg"].task.get("normalize", False))
-        if source_normalize != bool(self.cfg.normalize):
-            raise FleaInputError(
-                f"{source_path}: the checkpoint was trained with task.normalize="
-                f"{str(source_normalize).lower()}; set task.normalize="
-                f"{str(source_normalize).lower()} to feed it the audio it expects"
-            )
+        check_normalize_matches(source_path, state["cfg"], self.cfg.normalize)
 
         changed = take_architecture(cfg, source_model_cfg)
         if changed:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""FLEA on IEMOCAP (or any CSV corpus), all folds, stages 0-5; see fairseq_flea/recipe.py.
+"""FLEA on IEMOCAP (or any CSV corpus), all folds, stages 0-5; see fairseq_flea/recipe/flea_recipe.py.
 
     python recipes/iemocap/run.py --iemocap IEMOCAP_full_release --work-dir exp/iemocap \
         --hubert hubert_base_ls960.pt --hubert-kmeans hubert_base_ls960_L9_km500.bin
@@ -11,8 +11,8 @@ results land in WORK_DIR/results.md.
 import argparse
 import shlex
 
-from fairseq_flea.errors import log_tool_progress, run_tool
-from fairseq_flea.recipe import PRECISION_OVERRIDES, FleaRecipe, RecipeConfig
+from fairseq_flea.io.errors import log_tool_progress, run_tool
+from fairseq_flea.recipe.flea_recipe import PRECISION_OVERRIDES, FleaRecipe, RecipeConfig
 
 
 def main() -> None:

@@ -1,0 +1,216 @@
+"""Emotion recognition with a fine-tuned ``ser_attention_classification`` checkpoint
+(or its inference conversion): class probabilities, the pooling weight of each 20 ms
+frame and, given a k-means model of one encoder layer, each frame's pseudo-emotion cluster.
+
+    recognizer = EmotionRecognizer.load("exp/flea/checkpoint_best.pt")
+    clusters = recognizer.load_frame_clusters("km100.bin", layer=9)  # optional
+    for result in recognizer.iter_recordings(["a.wav", "b.flac"], clusters):
+        ...  # RecordingPrediction, or SkippedRecording for a file that could not be read
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fairseq_flea.io.audio import read_audio_for_model, read_mono_audio
+from fairseq_flea.hubert.checkpoints import checkpoint_model_name, load_checkpoint_state
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.hubert.forward import (
+    default_device,
+    full_float32_precision,
+    hubert_forward,
+    length_sorted_batches,
+    pad_waveforms,
+)
+from fairseq_flea.models.ser_attention_classification import CLASSIFIER_MODEL
+from fairseq_flea.units.kmeans import assign_clusters, load_cluster_centers
+
+# Recordings read, predicted and handed back together: bounds memory for long file lists.
+RECORDINGS_PER_WINDOW = 64
+
+
+@dataclass
+class UtterancePrediction:
+    probabilities: np.ndarray  # one per class, in EmotionRecognizer.class_names order
+    frame_weights: np.ndarray  # pooling weight of each 20 ms frame (attention, or 1/N for mean)
+    cluster_ids: Optional[np.ndarray] = None  # pseudo-emotion cluster of each frame, if asked for
+
+    def predicted_index(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+
+@dataclass
+class FrameClusters:
+    """k-means centres of one encoder layer's features (``layer`` 1-based, as in dump_feature.py)."""
+
+    km_path: str
+    centers: np.ndarray
+    layer: int
+
+    def assign(self, features: np.ndarray) -> np.ndarray:
+        return assign_clusters(features, self.centers)
+
+
+@dataclass
+class RecordingPrediction:
+    path: str
+    class_names: List[str]
+    probabilities: np.ndarray
+    frame_weights: np.ndarray
+    cluster_ids: Optional[np.ndarray]
+    notes: List[str] = field(default_factory=list)  # how the audio was converted for the model
+
+    @property
+    def predicted_class(self) -> str:
+        return self.class_names[int(np.argmax(self.probabilities))]
+
+    def probability_by_class(self) -> Dict[str, float]:
+        return {name: float(p) for name, p in zip(self.class_names, self.probabilities)}
+
+
+@dataclass
+class SkippedRecording:
+    path: str
+    reason: str  # the one-line error, which names the file
+
+
+class EmotionRecognizer:
+    """Loads a fine-tuned checkpoint once; predicts class probabilities and frame weights."""
+
+    def __init__(self, model, class_names: List[str], sample_rate: int, normalize: bool, device: torch.device):
+        self.model = model.eval().to(device)
+        self.class_names = class_names
+        self.sample_rate = sample_rate
+        self.normalize = normalize
+        self.device = device
+
+    @property
+    def pooling(self) -> str:
+        """'attention' or 'mean': what the frame weights are."""
+        return str(getattr(getattr(self.model, "cfg", None), "pooling", "attention"))
+
+    @classmethod
+    def load(cls, checkpoint_path: str, device: Optional[torch.device] = None) -> "EmotionRecognizer":
+        from fairseq import checkpoint_utils
+
+        state = load_checkpoint_state(checkpoint_path)
+        model_name = checkpoint_model_name(state)
+        if model_name != CLASSIFIER_MODEL:
+            raise FleaInputError(
+                f"{checkpoint_path}: not an emotion classifier (its model is {model_name or 'unknown'!r}, "
+                f"expected {CLASSIFIER_MODEL!r})"
+            )
+        models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([checkpoint_path], state=state)
+        device = device or default_device()
+        return cls(models[0], list(task.class_names), int(cfg.task.sample_rate), bool(cfg.task.normalize), device)
+
+    def load_frame_clusters(self, km_path: str, layer: int) -> FrameClusters:
+        """A k-means model (joblib, as tools/learn_kmeans.py writes it) learnt on encoder layer
+        ``layer`` (1-based) of this model, checked against the encoder's layers and dimension."""
+        num_layers = len(self.model.encoder.encoder.layers)
+        if not 1 <= layer <= num_layers:
+            raise FleaInputError(f"cluster layer {layer} is out of range, the model has transformer layers 1..{num_layers}")
+        centers = load_cluster_centers(km_path)
+        dim = self.model.encoder.encoder.embedding_dim
+        if centers.ndim != 2 or centers.shape[1] != dim:
+            raise FleaInputError(
+                f"{km_path}: centres have dimension {centers.shape[-1]}, the model's layer features {dim}"
+            )
+        return FrameClusters(km_path, centers, layer)
+
+    @torch.no_grad()
+    def predict_waveforms(
+        self,
+        waveforms: Sequence[Union[np.ndarray, torch.Tensor]],
+        batch_seconds: float = 100.0,
+        frame_clusters: Optional[FrameClusters] = None,
+    ) -> List[UtterancePrediction]:
+        """Predictions for mono waveforms at ``self.sample_rate``, in input order
+        (``fairseq_flea.io.audio.conform_audio`` converts other rates and channel counts)."""
+        prepared = [self._prepare(waveform) for waveform in waveforms]
+        predictions: List[Optional[UtterancePrediction]] = [None] * len(prepared)
+        max_batch_samples = int(batch_seconds * self.sample_rate)
+        with full_float32_precision():
+            for batch in length_sorted_batches([len(w) for w in prepared], max_batch_samples):
+                source, lengths = pad_waveforms([prepared[i] for i in batch])
+                output = self.model(source=source, lengths=lengths)
+                probabilities = torch.softmax(output["logits"].float(), dim=-1).cpu().numpy()
+                cluster_ids = (
+                    self._cluster_ids(source, lengths, frame_clusters) if frame_clusters is not None else None
+                )
+                for row, index in enumerate(batch):
+                    valid = ~output["padding_mask"][row]
+                    predictions[index] = UtterancePrediction(
+                        probabilities=probabilities[row],
+                        frame_weights=output["frame_weights"][row][valid].float().cpu().numpy(),
+                        cluster_ids=None if cluster_ids is None else cluster_ids[row],
+                    )
+        return predictions
+
+    def _cluster_ids(self, source: torch.Tensor, lengths: torch.Tensor, clusters: FrameClusters) -> List[np.ndarray]:
+        # A second, shorter pass (the encoder stops at the layer): the classifier's forward
+        # keeps only the last layer, and the padding-safe forward makes both see the same frames.
+        features, padding_mask = hubert_forward(self.model.encoder, source, lengths, output_layer=clusters.layer)
+        return [clusters.assign(row[~mask].float().cpu().numpy()) for row, mask in zip(features, padding_mask)]
+
+    def predict_files(self, paths: Sequence[str], batch_seconds: float = 100.0) -> List[UtterancePrediction]:
+        """Predictions for mono files at the model's sample rate (evaluation data: anything
+        else is an error, so a corpus is never converted silently)."""
+        return self.predict_waveforms([read_mono_audio(p, self.sample_rate) for p in paths], batch_seconds)
+
+    def iter_recordings(
+        self,
+        paths: Sequence[str],
+        frame_clusters: Optional[FrameClusters] = None,
+        batch_seconds: float = 100.0,
+    ) -> Iterator[Union[RecordingPrediction, SkippedRecording]]:
+        """A result per path, in input order: any audio file soundfile reads is downmixed and
+        resampled to the model's rate (``notes`` says so); a file that cannot be used
+        (missing, not audio, shorter than one frame) is a ``SkippedRecording``."""
+        for start in range(0, len(paths), RECORDINGS_PER_WINDOW):
+            window = paths[start : start + RECORDINGS_PER_WINDOW]
+            results: List[Union[RecordingPrediction, SkippedRecording, None]] = []
+            readable, waveforms, notes = [], [], []
+            for path in window:
+                try:
+                    waveform, conversion_notes = read_audio_for_model(path, self.sample_rate)
+                except FleaInputError as error:
+                    results.append(SkippedRecording(path, str(error)))
+                    continue
+                readable.append(len(results))
+                results.append(None)
+                waveforms.append(waveform)
+                notes.append(conversion_notes)
+            predictions = self.predict_waveforms(waveforms, batch_seconds, frame_clusters) if waveforms else []
+            for position, prediction, conversion_notes in zip(readable, predictions, notes):
+                results[position] = RecordingPrediction(
+                    path=window[position],
+                    class_names=self.class_names,
+                    probabilities=prediction.probabilities,
+                    frame_weights=prediction.frame_weights,
+                    cluster_ids=prediction.cluster_ids,
+                    notes=conversion_notes,
+                )
+            yield from results
+
+    def predict_recordings(
+        self,
+        paths: Sequence[str],
+        frame_clusters: Optional[FrameClusters] = None,
+        batch_seconds: float = 100.0,
+    ) -> List[Union[RecordingPrediction, SkippedRecording]]:
+        return list(self.iter_recordings(paths, frame_clusters, batch_seconds))
+
+    def predict_recording(self, path: str, frame_clusters: Optional[FrameClusters] = None) -> RecordingPrediction:
+        """One file's prediction; a file that cannot be used raises FleaInputError."""
+        (result,) = self.predict_recordings([path], frame_clusters)
+        if isinstance(result, SkippedRecording):
+            raise FleaInputError(result.reason)
+        return result
+
+    def _prepare(self, waveform: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
+        waveform = torch.as_tensor(waveform, dtype=torch.float32).to(self.device)
+        return F.layer_norm(waveform, waveform.shape) if self.normalize else waveform

@@ -1,0 +1,3 @@
+"""The FLEA recipe: every phase over every fold, as resumable steps.
+Imports everything below it (corpus, units, evaluation, ...), nothing above (demo).
+"""

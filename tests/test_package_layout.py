@@ -1,0 +1,51 @@
+"""The package's layers: every import of fairseq_flea by fairseq_flea runs downward."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fairseq_flea"
+# Lowest first. A sub-package may import its own modules and those of lower layers only.
+LAYERS = [
+    {"io"},
+    {"corpus", "hubert", "launch"},
+    {"tasks", "models", "criterions"},
+    {"units"},
+    {"inference"},
+    {"evaluation"},
+    {"recipe"},
+    {"demo"},
+]
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+
+
+def imported_subpackages(path: Path):
+    """(line, sub-package) of every fairseq_flea import in a module, lazy ones included."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "fairseq_flea":
+            parts = node.module.split(".")
+            targets = [parts[1]] if len(parts) > 1 else [alias.name for alias in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name.split(".")[1] for a in node.names if a.name.startswith("fairseq_flea.")]
+        else:
+            continue
+        for target in targets:
+            yield node.lineno, target
+
+
+def test_every_sub_package_has_a_layer_and_says_what_it_owns():
+    sub_packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert sub_packages == set(RANK)
+    assert [path.name for path in PACKAGE.glob("*.py")] == ["__init__.py"]
+    for name in sub_packages:
+        docstring = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text()))
+        assert docstring and "import" in docstring.lower(), name
+
+
+def test_imports_only_run_downward():
+    upward = []
+    for path in PACKAGE.glob("*/*.py"):
+        own = path.parent.name
+        for line, target in imported_subpackages(path):
+            if target != own and RANK[target] >= RANK[own]:
+                upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports fairseq_flea.{target}")
+    assert not upward, "\n".join(upward)
