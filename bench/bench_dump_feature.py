@@ -20,7 +20,7 @@ import torch
 from fairseq.models.hubert import HubertConfig, HubertModel
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 
-from fairseq_flea.units.features import FeatureModel, LayerFeatureExtractor
+from fairseq_flea.units.layer_features import FeatureModel, LayerFeatureExtractor
 
 LAYER = 9
 SAMPLE_RATE = 16000

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 import fairseq_flea  # noqa: F401
 from conftest import run_python_tool
-from fairseq_flea.units.features import load_feature_model
+from fairseq_flea.units.layer_features import load_feature_model
 from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.inference.recognizer import EmotionRecognizer
 from test_pretraining import build_model_at_update_zero

@@ -20,7 +20,7 @@ def test_scores_match_a_hand_computed_confusion_matrix():
     predicted = [0, 0, 0, 2, 1, 0, 2, 2, 2, 0]
     confusion = confusion_matrix(true, predicted, 4)
     assert confusion.tolist() == [[3, 0, 1, 0], [1, 1, 0, 0], [0, 0, 3, 0], [1, 0, 0, 0]]
-    scores = classification_scores(confusion)
+    scores = classification_scores(true, predicted, 4)
     assert scores["wa"] == pytest.approx(7 / 10)
     assert scores["ua"] == pytest.approx((3 / 4 + 1 / 2 + 1 + 0) / 4)
     assert scores["per_class_recall"] == pytest.approx([0.75, 0.5, 1.0, 0.0])
@@ -30,7 +30,7 @@ def test_scores_match_a_hand_computed_confusion_matrix():
 
 
 def test_a_class_absent_from_the_split_does_not_count_in_ua():
-    scores = classification_scores(confusion_matrix([0, 0, 1], [0, 1, 1], 3))
+    scores = classification_scores([0, 0, 1], [0, 1, 1], 3)
     assert scores["per_class_recall"][2] is None
     assert scores["ua"] == pytest.approx((0.5 + 1.0) / 2)
 

@@ -8,7 +8,8 @@ import torch
 
 from conftest import run_python_tool
 from fairseq_flea.io.errors import FleaInputError
-from fairseq_flea.units.features import dump_layer_features, dump_mfcc_features
+from fairseq_flea.units.layer_features import dump_layer_features
+from fairseq_flea.units.mfcc import dump_mfcc_features
 from fairseq_flea.units.kmeans import check_cluster_count, load_features
 
 RATE = 16000

@@ -13,7 +13,7 @@ import torch
 import fairseq_flea  # noqa: F401
 from conftest import run_python_tool
 from fairseq import checkpoint_utils
-from fairseq_flea.units.features import dump_layer_features
+from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.hubert.forward import pad_waveforms, padding_mask_from_lengths
 from fairseq_flea.units.kmeans import dump_km_labels, learn_kmeans_sklearn, load_features, save_kmeans
 from fairseq_flea.io.manifest import read_manifest

@@ -13,7 +13,7 @@ import fairseq_flea  # noqa: F401
 from conftest import assert_succeeded, run_python_tool
 from fairseq_flea.io.audio import read_audio_for_model
 from fairseq_flea.io.errors import FleaInputError
-from fairseq_flea.units.features import dump_layer_features
+from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.inference.recognizer import EmotionRecognizer, RecordingPrediction, SkippedRecording
 from fairseq_flea.units.kmeans import assign_clusters, learn_kmeans_sklearn, load_features, save_kmeans

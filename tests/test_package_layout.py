@@ -1,9 +1,15 @@
 """The package's layers: every import of fairseq_flea by fairseq_flea runs downward."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "fairseq_flea"
+import pytest
+
+from conftest import REPO_ROOT
+
+PACKAGE = REPO_ROOT / "fairseq_flea"
 # Lowest first. A sub-package may import its own modules and those of lower layers only.
 LAYERS = [
     {"io"},
@@ -49,3 +55,38 @@ def test_imports_only_run_downward():
             if target != own and RANK[target] >= RANK[own]:
                 upward.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports fairseq_flea.{target}")
     assert not upward, "\n".join(upward)
+
+
+LIGHT_TOOLS = [
+    "prepare_iemocap.py", "prepare_corpus.py", "check_leakage.py", "make_demo_corpus.py", "dump_mfcc_feature.py",
+    "learn_kmeans.py", "dump_km_label.py", "merge_km_labels.py", "aggregate_results.py",
+]
+LOADED_AFTER = (
+    "import runpy, sys\n"
+    "sys.argv = [sys.argv[1], '--help']\n"
+    "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass\n"
+    "print(sorted({'fairseq', 'torch'} & set(sys.modules)))\n"
+)
+
+
+@pytest.mark.parametrize("tool", LIGHT_TOOLS)
+def test_a_tool_that_loads_no_model_starts_without_fairseq_or_torch(tool):
+    result = subprocess.run(
+        [sys.executable, "-c", LOADED_AFTER, str(REPO_ROOT / "tools" / tool)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_importing_fairseq_after_the_plugin_registers_it():
+    probe = (
+        "import fairseq_flea.units.kmeans\n"
+        "from fairseq.tasks import TASK_REGISTRY\n"
+        "from fairseq.models import MODEL_REGISTRY\n"
+        "from fairseq.criterions import CRITERION_REGISTRY\n"
+        "print({'emotion_classification', 'emotion_hubert_pretraining'} <= set(TASK_REGISTRY),\n"
+        "      'ser_attention_classification' in MODEL_REGISTRY, 'emotion_cross_entropy' in CRITERION_REGISTRY)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "True", "True"]

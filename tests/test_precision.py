@@ -23,7 +23,7 @@ from conftest import (
     train_log_records,
 )
 from fairseq_flea.evaluation.evaluate import evaluate_split
-from fairseq_flea.units.features import dump_layer_features
+from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.hubert.forward import full_float32_precision
 from fairseq_flea.inference.recognizer import EmotionRecognizer
 from fairseq_flea.units.kmeans import load_features

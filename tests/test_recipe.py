@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO_ROOT, run_python_tool
 from fairseq_flea.units.kmeans import learn_kmeans_faiss, load_features, save_kmeans
 from fairseq_flea.io.errors import FleaInputError, FleaStepError
-from fairseq_flea.units.features import dump_layer_features
+from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.io.manifest import read_manifest
 from fairseq_flea.recipe.flea_recipe import hydra_train, run_in_own_process
 

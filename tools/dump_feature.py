@@ -6,7 +6,7 @@ FEAT_DIR/{split}_{rank}_{nshard}.npy and .len. Runs on the GPU when there is one
 import argparse
 
 from fairseq_flea.io.errors import log_tool_progress, run_tool
-from fairseq_flea.units.features import dump_layer_features
+from fairseq_flea.units.layer_features import dump_layer_features
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ FEAT_DIR/{split}_{rank}_{nshard}.npy and .len. HuBERT iteration-1 labels use lab
 import argparse
 
 from fairseq_flea.io.errors import log_tool_progress, run_tool
-from fairseq_flea.units.features import dump_mfcc_features
+from fairseq_flea.units.mfcc import dump_mfcc_features
 
 
 def main() -> None:

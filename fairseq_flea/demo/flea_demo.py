@@ -94,7 +94,7 @@ class FleaDemo:
             units, clusters=self.cfg.unit_clusters), in_own_process=True)
 
     def mfcc_labels(self, label_dir: str) -> None:
-        from fairseq_flea.units.features import dump_mfcc_features
+        from fairseq_flea.units.mfcc import dump_mfcc_features
 
         self.recipe.frame_labels(
             DEMO_FOLD, label_dir,

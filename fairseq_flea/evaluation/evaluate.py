@@ -44,7 +44,7 @@ def evaluate_split(
     labels = recognizer.class_names
     confusion = confusion_matrix(true, predicted, len(labels))
     results = {
-        **classification_scores(confusion),
+        **classification_scores(true, predicted, len(labels)),
         "confusion": confusion.tolist(),
         "labels": labels,
         "checkpoint": checkpoint_path,

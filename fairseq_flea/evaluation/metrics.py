@@ -1,35 +1,35 @@
-"""Speech-emotion metrics: UA (mean per-class recall), WA (accuracy), confusion matrix."""
+"""Speech-emotion metrics, computed by scikit-learn: UA (balanced accuracy, the mean recall
+over the classes that occur), WA (accuracy), per-class recall, macro-F1 over the classes
+that occur, and the confusion matrix."""
 
-from typing import Dict, List, Optional, Sequence
+import warnings
+from typing import Dict, Sequence
 
 import numpy as np
-
-from fairseq_flea.criterions.emotion_cross_entropy import unweighted_accuracy
+from sklearn import metrics
 
 
 def confusion_matrix(true: Sequence[int], predicted: Sequence[int], num_classes: int) -> np.ndarray:
     """Rows: true class; columns: predicted class."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(true), np.asarray(predicted)), 1)
-    return matrix
+    return metrics.confusion_matrix(true, predicted, labels=list(range(num_classes)))
 
 
-def classification_scores(confusion: np.ndarray) -> Dict[str, object]:
-    """UA, WA, per-class recall and macro-F1 from a confusion matrix (fractions, not percent)."""
-    total_per_class = confusion.sum(axis=1)
-    correct_per_class = np.diag(confusion)
-    predicted_per_class = confusion.sum(axis=0)
-    recall: List[Optional[float]] = [
-        float(c / t) if t > 0 else None for c, t in zip(correct_per_class, total_per_class)
-    ]
-    f1 = []
-    for c, t, p in zip(correct_per_class, total_per_class, predicted_per_class):
-        if t > 0:
-            f1.append(0.0 if c == 0 else float(2 * c / (t + p)))
+def classification_scores(true: Sequence[int], predicted: Sequence[int], num_classes: int) -> Dict[str, object]:
+    """UA, WA, per-class recall (None for a class absent from ``true``) and macro-F1, as
+    fractions; a class that does not occur counts in none of the averages."""
+    present = sorted(set(true))
+    if not present:
+        return {"ua": None, "wa": 0.0, "per_class_recall": [None] * num_classes, "macro_f1": None, "n": 0}
+    recall = metrics.recall_score(true, predicted, labels=list(range(num_classes)), average=None, zero_division=0)
+    per_class_recall: list = [float(recall[k]) if k in present else None for k in range(num_classes)]
+    with warnings.catch_warnings():
+        # sklearn warns when a predicted class never occurs: by definition it has no recall to average.
+        warnings.simplefilter("ignore")
+        ua = metrics.balanced_accuracy_score(true, predicted)
     return {
-        "ua": unweighted_accuracy(correct_per_class.tolist(), total_per_class.tolist()),
-        "wa": float(correct_per_class.sum() / max(confusion.sum(), 1)),
-        "per_class_recall": recall,
-        "macro_f1": float(np.mean(f1)) if f1 else None,
-        "n": int(confusion.sum()),
+        "ua": float(ua),
+        "wa": float(metrics.accuracy_score(true, predicted)),
+        "per_class_recall": per_class_recall,
+        "macro_f1": float(metrics.f1_score(true, predicted, labels=present, average="macro", zero_division=0)),
+        "n": len(true),
     }

@@ -84,7 +84,7 @@ def mark_done(directory: str) -> None:
 T = TypeVar("T")
 # What steps that run in a process of their own import: the server forks each of them
 # with these modules loaded, so a step starts in milliseconds, not seconds.
-STEP_PROCESS_MODULES = ["fairseq_flea.units.features", "fairseq_flea.units.kmeans", "fairseq_flea.evaluation.evaluate"]
+STEP_PROCESS_MODULES = ["fairseq_flea.units.layer_features", "fairseq_flea.units.kmeans", "fairseq_flea.evaluation.evaluate"]
 
 
 def run_in_own_process(action: Callable[[], T], description: str) -> T:
@@ -242,7 +242,7 @@ class FleaRecipe:
     def layer_frame_labels(self, fold: int, checkpoint: str, layer: int, label_dir: str,
                            kmeans_path: Optional[str] = None, clusters: Optional[int] = None) -> None:
         """Frame labels from transformer layer ``layer`` of ``checkpoint``."""
-        from fairseq_flea.units.features import dump_layer_features
+        from fairseq_flea.units.layer_features import dump_layer_features
 
         self.frame_labels(fold, label_dir, lambda pretrain_dir, split, feature_dir: dump_layer_features(
             pretrain_dir, split, checkpoint, layer, 1, 0, feature_dir), kmeans_path, clusters)

@@ -10,8 +10,13 @@ to Nyquist, log, orthonormal DCT to 13 coefficients, cepstral lifter 22. The tes
 against torchaudio's own kaldi.py source.
 """
 
+from typing import List, Sequence
+
 import numpy as np
 from scipy.fft import dct
+
+from fairseq_flea.io.audio import read_mono_audio
+from fairseq_flea.units.shards import write_feature_shard
 
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
 FRAME_SHIFT = 160  # 10 ms
@@ -80,3 +85,14 @@ def mfcc_with_deltas(waveform: np.ndarray, sample_rate: int = 16000) -> np.ndarr
     static = mfcc(waveform, sample_rate)
     first = deltas(static)
     return np.concatenate([static, first, deltas(first)], axis=1)
+
+
+def dump_mfcc_features(
+    tsv_dir: str, split: str, nshard: int, rank: int, feat_dir: str, sample_rate: int = 16000
+) -> None:
+    """39-dim MFCC + deltas at 100 frames/s (HuBERT iteration-1 labels), for one shard."""
+
+    def mfcc_features(paths: Sequence[str], _expected: Sequence[int]) -> List[np.ndarray]:
+        return [mfcc_with_deltas(read_mono_audio(path, sample_rate), sample_rate) for path in paths]
+
+    write_feature_shard(tsv_dir, split, nshard, rank, feat_dir, lambda: mfcc_features, "MFCC features")

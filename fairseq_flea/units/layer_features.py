@@ -3,22 +3,18 @@
 Output, as fairseq's ``examples/hubert/simple_kmeans/dump_hubert_feature.py`` writes it:
 ``{split}_{rank}_{nshard}.npy`` (all frames stacked, float32) and ``.len`` (frames per
 utterance). Utterances are batched by length through the padding-safe forward of
-``hubert_features``, so batching does not change any utterance's features.
+``fairseq_flea.hubert.forward``, so batching does not change any utterance's features.
 """
 
 import logging
-import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import tqdm
 from fairseq.models.hubert import HubertModel
-from npy_append_array import NpyAppendArray
 
-from fairseq_flea.io.atomic_files import atomic_outputs
 from fairseq_flea.io.audio import read_mono_audio
 from fairseq_flea.io.frames import MIN_SAMPLES
 from fairseq_flea.hubert.checkpoints import checkpoint_model_name, load_checkpoint_state
@@ -32,15 +28,10 @@ from fairseq_flea.hubert.forward import (
     pad_waveforms,
     unpad_frames,
 )
-from fairseq_flea.io.manifest import read_manifest
 from fairseq_flea.models.ser_attention_classification import CLASSIFIER_MODEL
-from fairseq_flea.units.mfcc import mfcc_with_deltas
+from fairseq_flea.units.shards import UtteranceFeatures, write_feature_shard
 
 logger = logging.getLogger(__name__)
-
-# Utterances read, extracted and written together: bounds memory, keeps manifest order.
-UTTERANCES_PER_WINDOW = 256
-
 
 @dataclass
 class FeatureModel:
@@ -85,16 +76,6 @@ def load_feature_model(checkpoint_path: str, device: Optional[torch.device] = No
         normalize=bool(task_cfg.get("normalize", False)),
         device=device,
     )
-
-
-def shard_range(total: int, nshard: int, rank: int) -> Tuple[int, int]:
-    """Utterances [start, end) of shard ``rank``: the official recipe's split, so shards match."""
-    if not 0 <= rank < nshard:
-        raise FleaInputError(f"rank {rank} is not in 0..{nshard - 1} (nshard={nshard})")
-    start, end = round(total / nshard * rank), round(total / nshard * (rank + 1))
-    if start >= end:
-        raise FleaInputError(f"shard {rank} of {nshard} is empty: only {total} utterances")
-    return start, end
 
 
 class LayerFeatureExtractor:
@@ -158,49 +139,6 @@ class LayerFeatureExtractor:
         ]
 
 
-def windows(items: Sequence, size: int) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-UtteranceFeatures = Callable[[Sequence[str], Sequence[int]], List[np.ndarray]]
-
-
-def write_feature_shard(
-    tsv_dir: str,
-    split: str,
-    nshard: int,
-    rank: int,
-    feat_dir: str,
-    load_utterance_features: Callable[[], UtteranceFeatures],
-    description: str,
-) -> None:
-    """Write ``{split}_{rank}_{nshard}.npy`` and ``.len`` for one shard of a manifest.
-
-    ``load_utterance_features`` is called once the manifest has been checked (so a bad
-    manifest fails before a model is loaded) and returns the function mapping a window of
-    audio paths (and their manifest lengths) to per-utterance (frames, dim) features.
-    """
-    manifest = read_manifest(os.path.join(tsv_dir, f"{split}.tsv"))
-    start, end = shard_range(len(manifest), nshard, rank)
-    utterance_features = load_utterance_features()
-    utterances = [
-        (os.path.join(manifest.root, name), samples)
-        for name, samples in zip(manifest.names[start:end], manifest.num_samples[start:end])
-    ]
-    stem = os.path.join(feat_dir, f"{split}_{rank}_{nshard}")
-    with atomic_outputs(f"{stem}.npy", f"{stem}.len") as (npy_partial, len_partial):
-        with NpyAppendArray(npy_partial, delete_if_exists=True) as npy, open(len_partial, "w") as lengths:
-            with tqdm.tqdm(total=len(utterances), desc=description, unit="utt") as progress:
-                for window in windows(utterances, UTTERANCES_PER_WINDOW):
-                    paths, expected = zip(*window)
-                    for features in utterance_features(paths, expected):
-                        npy.append(np.ascontiguousarray(features))
-                        lengths.write(f"{len(features)}\n")
-                    progress.update(len(window))
-    logger.info(f"wrote {stem}.npy and {stem}.len ({len(utterances)} utterances)")
-
-
 def dump_layer_features(
     tsv_dir: str,
     split: str,
@@ -219,14 +157,3 @@ def dump_layer_features(
         return LayerFeatureExtractor(model, layer, max_chunk, batch_seconds).utterance_features
 
     write_feature_shard(tsv_dir, split, nshard, rank, feat_dir, load_extractor, f"layer {layer} features")
-
-
-def dump_mfcc_features(
-    tsv_dir: str, split: str, nshard: int, rank: int, feat_dir: str, sample_rate: int = 16000
-) -> None:
-    """39-dim MFCC + deltas at 100 frames/s (HuBERT iteration-1 labels), for one shard."""
-
-    def mfcc_features(paths: Sequence[str], _expected: Sequence[int]) -> List[np.ndarray]:
-        return [mfcc_with_deltas(read_mono_audio(path, sample_rate), sample_rate) for path in paths]
-
-    write_feature_shard(tsv_dir, split, nshard, rank, feat_dir, lambda: mfcc_features, "MFCC features")
