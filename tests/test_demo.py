@@ -28,7 +28,7 @@ def test_demo_runs_every_phase_and_reports_them(demo, caplog):
     for row in rows:
         ua, wa, n = (float(cell) for cell in row.split("|")[2:5])
         assert 0 <= ua <= 100 and 0 <= wa <= 100 and n == 8  # the test speaker's utterances
-    confusion = demo.recipe.grid_dir(4, 1, 8) + "/attention/eval_test/confusion.png"
+    confusion = demo.recipe.grid_dir(4, "FM", 1, 8) + "/attention/eval_test/confusion.png"
     with open(confusion, "rb") as png:
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
     assert glob.glob(f"{demo.work}/attention_*.png"), "no attention-over-time picture of a partial utterance"

@@ -130,6 +130,21 @@ def test_continuation_on_new_labels_trains_and_reloads(cpt_run):
     assert int(layers) == 2  # the tiny source's architecture, recorded in the checkpoint
 
 
+def test_tapt_recreates_label_embeddings_even_for_the_same_dictionary(tone_corpus, scratch_run):
+    source = checkpoint_weights(scratch_run[0])
+    _, model = build_model_at_update_zero(
+        "tapt_tiny",
+        **{
+            "task.data": str(tone_corpus / "data"),
+            "task.label_dir": str(tone_corpus / "labels11"),
+            "task.init_from": str(scratch_run[0]),
+        },
+    )
+    weights = model.state_dict()
+    assert weights["label_embs_concat"].shape == source["label_embs_concat"].shape
+    assert not torch.equal(weights["label_embs_concat"], source["label_embs_concat"])
+
+
 def test_same_dictionary_continuation_keeps_label_embeddings(tone_corpus, scratch_run):
     source = checkpoint_weights(scratch_run[0])
     _, model = build_model_at_update_zero(
@@ -138,6 +153,7 @@ def test_same_dictionary_continuation_keeps_label_embeddings(tone_corpus, scratc
             "task.data": str(tone_corpus / "data"),
             "task.label_dir": str(tone_corpus / "labels11"),
             "task.init_from": str(scratch_run[0]),
+            "task.label_embeddings": "auto",
         },
     )
     weights = model.state_dict()

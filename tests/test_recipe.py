@@ -11,7 +11,7 @@ from fairseq_flea.units.kmeans import learn_kmeans_faiss, load_features, save_km
 from fairseq_flea.io.errors import FleaInputError, FleaStepError
 from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.io.manifest import read_manifest
-from fairseq_flea.recipe.flea_recipe import hydra_train, run_in_own_process
+from fairseq_flea.recipe.flea_recipe import FleaRecipe, RecipeConfig, check_selected_on, hydra_train, run_in_own_process
 
 TINY = [
     "--tapt-config", "tapt_tiny", "--cpt-config", "flea_cpt_tiny",
@@ -33,8 +33,8 @@ def run_recipe(tree, work_dir, stand_in):
     hubert, kmeans = stand_in
     return run_python_tool(
         "../recipes/iemocap/run.py", "--iemocap", tree.root, "--work-dir", work_dir, "--hubert", hubert,
-        "--hubert-kmeans", kmeans, "--tapt-label-layer", 1, "--folds", 1, 2, "--layers", 1,
-        "--clusters", 4, 6, *TINY,
+        "--hubert-kmeans", kmeans, "--tapt-label-layer", 1, "--layers", 1, "--clusters", 4,
+        "--poolings", "attention", *TINY,
     )
 
 
@@ -50,20 +50,43 @@ def recipe_run(iemocap_tree, released_stand_in, tmp_path_factory):
     return work_dir, result
 
 
-def test_every_stage_runs_and_writes_the_table(recipe_run):
+def test_every_speaker_is_tested_in_both_directions(recipe_run, iemocap_tree):
     work_dir, result = recipe_run
     stages = [int(stage) for stage, _ in steps_run(result)]
-    # per fold: 3 TAPT steps, 2 label sets, 2 CPTs, 4 fine-tunings, 5 evaluations
-    assert stages.count(1) == 6 and stages.count(2) == 4 and stages.count(3) == 4
-    assert stages.count(4) == 8 and stages.count(5) == 10 and stages.count(0) == 1
+    # per fold: TAPT labels and pretraining once; per direction its splits, TAPT fine-tuning,
+    # labels, CPT, FLEA fine-tuning, and the evaluation of both fine-tuned models
+    assert stages.count(0) == 1 and stages.count(1) == 5 * (2 + 2 * 2)
+    assert stages.count(2) == stages.count(3) == stages.count(4) == 5 * 2 and stages.count(5) == 5 * 2 * 2
     table = (work_dir / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| Layers | Clusters | Average pooling (ours) | (paper) | Attention pooling (ours)")
-    assert any(row.startswith("| TAPT | - | ") and "74.1/72.8" in row for row in rows)
-    for clusters in (4, 6):
-        row = next(row for row in rows if row.startswith(f"| 1 | {clusters} |"))
-        assert row.count("±") == 4  # UA and WA, mean ± std over 2 folds, both poolings
-    assert "folds 1, 2" in table
+    assert rows[0].startswith("| Layers | Clusters | Average pooling (ours) | (paper, other protocol) |")
+    tapt = next(row for row in rows if row.startswith("| TAPT | - | "))
+    assert "74.1/72.8" in tapt and tapt.count("±") == 2 and "(10)" in tapt
+    flea = next(row for row in rows if row.startswith("| 1 | 4 |"))
+    assert flea.count("±") == 2 and "(10)" in flea  # attention pooling only
+    assert "10 test speakers of folds 1, 2, 3, 4, 5" in table and "(validation UA + test UA) / 2" in table
+    tested = {row.split(" | ")[3] for row in rows if row.startswith("| TAPT, mean | ")}
+    assert tested == {u.speaker for u in iemocap_tree.utterances}
+    assert len(tested) == 10
+
+
+def test_each_direction_selects_on_its_own_speaker_and_tests_the_other(recipe_run):
+    work_dir, _ = recipe_run
+    fold = work_dir / "data" / "fold3"
+    assert (fold / "FM" / "valid.spk").read_text() == (fold / "MF" / "test.spk").read_text()
+    assert (fold / "FM" / "test.spk").read_text() == (fold / "MF" / "valid.spk").read_text()
+    assert set((fold / "FM" / "valid.spk").read_text().split()) == {"Ses03F"}
+    for direction in ("FM", "MF"):
+        classifier = work_dir / "fold3" / direction / "tapt_mean" / "checkpoint_best.pt"
+        check_selected_on(str(classifier), str(fold / direction))
+    with pytest.raises(FleaInputError, match="its labels would leak"):
+        check_selected_on(str(work_dir / "fold3" / "MF" / "tapt_mean" / "checkpoint_best.pt"), str(fold / "FM"))
+
+
+def test_tapt_recreates_the_label_embeddings(recipe_run):
+    work_dir, _ = recipe_run
+    log = (work_dir / "fold1" / "tapt" / "train.log").read_text()
+    assert "are re-created (task.label_embeddings=reset)" in log
 
 
 def test_k_means_and_pretraining_saw_training_sessions_only(recipe_run):
@@ -73,7 +96,7 @@ def test_k_means_and_pretraining_saw_training_sessions_only(recipe_run):
         held_out_session = f"Session{fold}"
         pretrain = (work_dir / "data" / f"fold{fold}" / "pretrain" / "train.tsv").read_text()
         assert held_out_session not in pretrain
-        labels = (work_dir / f"fold{fold}" / "L1_K4" / "labels" / "train.km").read_text().splitlines()
+        labels = (work_dir / f"fold{fold}" / "FM" / "L1_K4" / "labels" / "train.km").read_text().splitlines()
         assert len(labels) == len(pretrain.splitlines()) - 1
 
 
@@ -83,14 +106,25 @@ def test_second_run_skips_and_a_deleted_step_reruns_alone(recipe_run, iemocap_tr
     assert again.returncode == 0 and steps_run(again) == []
     assert "done already, skipped" in again.stdout
 
-    cpt = work_dir / "fold2" / "L1_K6" / "cpt"
+    cpt = work_dir / "fold2" / "MF" / "L1_K4" / "cpt"
     for path in sorted(cpt.rglob("*"), reverse=True):
         path.unlink() if path.is_file() else path.rmdir()
     cpt.rmdir()
     partial = run_recipe(iemocap_tree, work_dir, released_stand_in)
     assert partial.returncode == 0, partial.stderr[-2000:]
-    assert steps_run(partial) == [("3", "fold 2 layer 1 K=6 CPT")]
+    assert steps_run(partial) == [("3", "fold 2 MF layer 1 K=4 CPT")]
     assert os.path.isfile(cpt / "checkpoint_last.pt")
+
+
+def test_seeds_repeat_every_fine_tuning_and_labels_come_from_the_first(tmp_path):
+    recipe = FleaRecipe(RecipeConfig(
+        work_dir=str(tmp_path), hubert_checkpoint="h.pt", hubert_kmeans="k.bin", corpus_csv="c.csv",
+        layers=[9], clusters=[50], poolings=["attention"], seeds=[3, 7],
+    ))
+    runs = [os.path.relpath(path, tmp_path) for path in recipe.finetuned_models(2, "MF")]
+    assert runs == ["fold2/MF/tapt_mean_seed3", "fold2/MF/tapt_mean_seed7",
+                    "fold2/MF/L9_K50/attention_seed3", "fold2/MF/L9_K50/attention_seed7"]
+    assert recipe.tapt_classifier(2, "MF") == str(tmp_path / "fold2" / "MF" / "tapt_mean_seed3" / "checkpoint_best.pt")
 
 
 def test_a_model_loading_step_runs_in_a_process_of_its_own():

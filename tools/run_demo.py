@@ -20,7 +20,7 @@ def main() -> None:
     table = demo.run()
     print("\nFLEA demo (a generated toy corpus, not IEMOCAP): test speaker of the held-out session\n")
     print(table)
-    print(f"confusion matrices: {demo.recipe.work}/fold4/*/eval_test/confusion.png and .../L*_K*/*/eval_test/")
+    print(f"confusion matrices: {demo.recipe.work}/fold4/FM/*/eval_test/confusion.png and .../FM/L*_K*/*/eval_test/")
     print(f"attention over time of partial utterances: {demo.work}/attention_*.png")
 
 

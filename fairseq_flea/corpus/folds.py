@@ -326,3 +326,26 @@ def pretrain_valid_fraction(args: "argparse.Namespace", parser: "argparse.Argume
     if not 0 < args.pretrain_valid_percent < 100:
         parser.error("--pretrain-valid-percent must be between 0 and 100")
     return args.pretrain_valid_percent / 100 if args.pretrain_splits else None
+
+
+# Both ways of testing a fold's held-out group: "FM" keeps the splits as written (for IEMOCAP
+# the female speaker validates and the male one is tested), "MF" swaps valid and test.
+DIRECTIONS = {"FM": {"valid": "valid", "test": "test"}, "MF": {"valid": "test", "test": "valid"}}
+FOLD_SPLIT_FILES = ("tsv", "emo", "spk")
+
+
+def write_direction(fold_dir: str, direction: str) -> str:
+    """``fold_dir/<direction>/``: the fold's train split and dictionary, and its held-out
+    speakers as valid and test the way ``direction`` says; returns that directory."""
+    if direction not in DIRECTIONS:
+        raise FleaInputError(f"unknown direction {direction!r}: one of {sorted(DIRECTIONS)}")
+    out_dir = os.path.join(fold_dir, direction)
+    os.makedirs(out_dir, exist_ok=True)
+    sources = {"train": "train", **DIRECTIONS[direction]}
+    for split, source in sources.items():
+        for extension in FOLD_SPLIT_FILES:
+            with open(os.path.join(fold_dir, f"{source}.{extension}")) as source_file:
+                write_text_atomically(os.path.join(out_dir, f"{split}.{extension}"), source_file.read())
+    with open(os.path.join(fold_dir, "dict.emo.txt")) as dictionary:
+        write_text_atomically(os.path.join(out_dir, "dict.emo.txt"), dictionary.read())
+    return out_dir

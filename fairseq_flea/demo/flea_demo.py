@@ -26,6 +26,7 @@ from fairseq_flea.recipe.flea_recipe import FleaRecipe, RecipeConfig, hydra_trai
 logger = logging.getLogger(__name__)
 
 DEMO_FOLD = 4
+DEMO_DIRECTION = "FM"  # the demo split: one speaker direction keeps `make demo` short
 # hubert_tiny.yaml's model section at HuBERT base size (fairseq's hubert_base_librispeech.yaml).
 HUBERT_BASE_ARCHITECTURE = (
     "model.conv_feature_layers='[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2'",
@@ -66,6 +67,7 @@ class FleaDemo:
             tapt_config=f"tapt_{cfg.size}", cpt_config=f"flea_cpt_{cfg.size}",
             finetune_configs={"mean": f"ser_mean_{cfg.size}", "attention": f"ser_attention_{cfg.size}"},
             overrides=list(cfg.overrides),
+            directions=[DEMO_DIRECTION],
             pretrain_overrides=[f"optimization.max_update={cfg.pretrain_updates}"],
             finetune_overrides=[f"optimization.max_epoch={cfg.finetune_epochs}"],
         ))
@@ -113,9 +115,9 @@ class FleaDemo:
         ], os.path.join(save_dir, "train.log"))
 
     def model_dirs(self) -> Dict[str, str]:
-        grid = self.recipe.grid_dir(DEMO_FOLD, self.cfg.layer, self.cfg.pseudo_clusters)
+        grid = self.recipe.grid_dir(DEMO_FOLD, DEMO_DIRECTION, self.cfg.layer, self.cfg.pseudo_clusters)
         return {
-            "TAPT, mean pooling": os.path.join(self.recipe.fold_work(DEMO_FOLD), "tapt_mean"),
+            "TAPT, mean pooling": os.path.join(self.recipe.direction_work(DEMO_FOLD, DEMO_DIRECTION), "tapt_mean"),
             "FLEA, mean pooling": os.path.join(grid, "mean"),
             "FLEA, attention pooling": os.path.join(grid, "attention"),
         }

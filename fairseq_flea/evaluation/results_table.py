@@ -1,10 +1,12 @@
-"""Folds aggregated into one table laid out like the paper's Table 1, the paper's numbers beside ours."""
+"""Every tested speaker aggregated into one table laid out like the paper's Table 1, with the
+paper's numbers beside ours labelled by protocol, and a table per test speaker."""
 
 import glob
 import json
 import os
 import re
-from statistics import mean, pstdev
+from dataclasses import asdict, dataclass
+from statistics import mean, stdev
 from typing import Dict, List, Optional, Tuple
 
 from fairseq_flea.io.atomic_files import write_text_atomically
@@ -26,51 +28,95 @@ PAPER_TAPT = (74.1, 72.8)
 PAPER_BASELINE_UA = 74.3  # P-TAPT, the paper's baseline (UA only)
 
 RowKey = Tuple[Optional[int], Optional[int], str]  # (layer, clusters, pooling); TAPT: (None, None, "mean")
+# fold{k}/{direction}/(tapt_mean | L{layer}_K{clusters}/{pooling})[_seed{s}]/eval_test/results.json
+RESULT_PATH = re.compile(
+    r"fold(\d+)/([A-Z]+)/(?:tapt_mean|L(\d+)_K(\d+)/(mean|attention))(?:_seed(\d+))?/eval_test/results\.json"
+)
+PROTOCOL_NOTES = """\
+Protocols. Ours: five folds, each holding one IEMOCAP session out; in the held-out session
+one speaker validates (model selection) and the other is tested, in both directions (FM: the
+female speaker validates and the male one is tested; MF: the reverse), so every speaker is
+tested once per seed; the table averages UA/WA over those test speakers (and seeds).
+Paper (Table 1 of arXiv 2312.16383): "the data of one speaker from the remaining session is
+used as the validation set and the data of other one speaker forms the testing set"; which
+speaker, and whether both directions were run, is not said. The official FLEA code
+(ASolitaryMan/HFLEA, fine_tune_hubert.py) selects on the validation set and reports
+(validation UA + test UA) / 2 of the selected epoch; its README (2024-10) describes four
+sessions for training and one for testing. The paper's numbers are therefore not on our
+protocol: read them as a reference, not as like for like. BL is P-TAPT (UA only).
+"""
 
 
-def collect_fold_results(work_dir: str) -> Dict[RowKey, Dict[int, Dict[str, float]]]:
-    """Every eval_test/results.json under ``work_dir``: row -> fold -> scores."""
-    rows: Dict[RowKey, Dict[int, Dict[str, float]]] = {}
+@dataclass(frozen=True)
+class TestRun:
+    fold: int
+    direction: str
+    seed: Optional[int]
+    speaker: str
+    ua: float  # percent
+    wa: float
+    n: int
+
+
+def split_speakers(split_path: str) -> str:
+    """The speaker(s) of an evaluated split, from its ``.spk`` file."""
+    try:
+        with open(f"{split_path}.spk") as speakers:
+            return "+".join(sorted({line.strip() for line in speakers if line.strip()}))
+    except OSError:
+        return "?"
+
+
+def collect_test_runs(work_dir: str) -> Dict[RowKey, List[TestRun]]:
+    """Every evaluated fine-tuning under ``work_dir``: table row -> its test runs."""
+    rows: Dict[RowKey, List[TestRun]] = {}
     pattern = os.path.join(work_dir, "fold*", "**", "eval_test", "results.json")
     for path in sorted(glob.glob(pattern, recursive=True)):
-        relative = os.path.relpath(path, work_dir).split(os.sep)
-        fold = int(relative[0][4:])
-        if relative[1] == "tapt_mean":
-            key: RowKey = (None, None, "mean")
-        else:
-            match = re.fullmatch(r"L(\d+)_K(\d+)", relative[1])
-            if match is None:
-                continue
-            key = (int(match.group(1)), int(match.group(2)), relative[2])
+        match = RESULT_PATH.fullmatch(os.path.relpath(path, work_dir).replace(os.sep, "/"))
+        if match is None:
+            continue
+        fold, direction, layer, clusters, pooling, seed = match.groups()
+        key: RowKey = (None, None, "mean") if layer is None else (int(layer), int(clusters), pooling)
         with open(path) as results_file:
             results = json.load(results_file)
-        rows.setdefault(key, {})[fold] = {"ua": 100 * results["ua"], "wa": 100 * results["wa"], "n": results["n"]}
+        rows.setdefault(key, []).append(TestRun(
+            int(fold), direction, None if seed is None else int(seed), split_speakers(results["split"]),
+            100 * results["ua"], 100 * results["wa"], int(results["n"]),
+        ))
     return rows
 
 
 def mean_and_std(values: List[float]) -> str:
-    return f"{mean(values):.1f} ± {pstdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+    return f"{mean(values):.1f} ± {stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 
 
-def ours(rows, key: RowKey) -> str:
-    folds = rows.get(key)
-    if not folds:
+def ours(rows: Dict[RowKey, List[TestRun]], key: RowKey) -> str:
+    runs = rows.get(key)
+    if not runs:
         return "–"
-    return f"{mean_and_std([s['ua'] for s in folds.values()])} / {mean_and_std([s['wa'] for s in folds.values()])}"
+    return f"{mean_and_std([r.ua for r in runs])} / {mean_and_std([r.wa for r in runs])} ({len(runs)})"
 
 
 def paper(ua_wa: Optional[Tuple[float, float]]) -> str:
     return "–" if ua_wa is None else f"{ua_wa[0]:.1f}/{ua_wa[1]:.1f}"
 
 
-def results_markdown(rows: Dict[RowKey, Dict[int, Dict[str, float]]]) -> str:
-    folds = sorted({fold for per_fold in rows.values() for fold in per_fold})
+def row_name(key: RowKey) -> str:
+    return "TAPT, mean" if key[0] is None else f"L{key[0]} K{key[1]}, {key[2]}"
+
+
+def results_markdown(rows: Dict[RowKey, List[TestRun]]) -> str:
+    runs = [run for per_row in rows.values() for run in per_row]
+    speakers = sorted({(run.fold, run.speaker) for run in runs})
+    seeds = sorted({run.seed for run in runs}, key=lambda seed: -1 if seed is None else seed)
     grid = sorted({(k[0], k[1]) for k in rows if k[0] is not None})
     lines = [
-        f"UA / WA (%) on each fold's test speaker, mean ± std over folds {', '.join(map(str, folds))}; "
-        "paper: Table 1 of arXiv 2312.16383 (IEMOCAP, 5 folds).",
+        f"UA / WA (%) on the test speaker, mean ± std over every test run (count in brackets): "
+        f"{len(speakers)} test speakers of folds {', '.join(map(str, sorted({r.fold for r in runs})))}"
+        f"{'' if seeds == [None] else ', seeds ' + ', '.join(str(s) for s in seeds)}. "
+        "Paper: Table 1 of arXiv 2312.16383, on its own protocol (below).",
         "",
-        "| Layers | Clusters | Average pooling (ours) | (paper) | Attention pooling (ours) | (paper) |",
+        "| Layers | Clusters | Average pooling (ours) | (paper, other protocol) | Attention pooling (ours) | (paper, other protocol) |",
         "|---|---|---|---|---|---|",
         f"| BL [15] | - | – | {PAPER_BASELINE_UA:.1f}/- | – | - |",
         f"| TAPT | - | {ours(rows, (None, None, 'mean'))} | {paper(PAPER_TAPT)} | – | - |",
@@ -81,20 +127,26 @@ def results_markdown(rows: Dict[RowKey, Dict[int, Dict[str, float]]]) -> str:
             f"| {layer} | {clusters} | {ours(rows, (layer, clusters, 'mean'))} | {paper(reference.get('mean'))} "
             f"| {ours(rows, (layer, clusters, 'attention'))} | {paper(reference.get('attention'))} |"
         )
+    lines += ["", PROTOCOL_NOTES, "Per test speaker:", "",
+              "| model | fold | direction | test speaker | seed | UA | WA | n |", "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(rows, key=lambda k: (k[0] or 0, k[1] or 0, k[2])):
+        for run in sorted(rows[key], key=lambda r: (r.fold, r.direction, r.seed or 0)):
+            lines.append(f"| {row_name(key)} | {run.fold} | {run.direction} | {run.speaker} | "
+                         f"{'-' if run.seed is None else run.seed} | {run.ua:.1f} | {run.wa:.1f} | {run.n} |")
     return "\n".join(lines) + "\n"
 
 
 def write_results_table(work_dir: str) -> str:
-    """Write ``results.md`` (and the per-fold numbers as ``results.json``) into ``work_dir``."""
-    rows = collect_fold_results(work_dir)
+    """Write ``results.md`` (and every test run as ``results.json``) into ``work_dir``."""
+    rows = collect_test_runs(work_dir)
     if not rows:
-        raise FleaInputError(f"{work_dir}: no fold*/.../eval_test/results.json found (run stage 5 first)")
+        raise FleaInputError(f"{work_dir}: no fold*/<direction>/.../eval_test/results.json found (run stage 5 first)")
     markdown = results_markdown(rows)
     write_text_atomically(os.path.join(work_dir, "results.md"), markdown)
-    per_fold = [
-        {"layer": layer, "clusters": clusters, "pooling": pooling, "fold": fold, **scores}
-        for (layer, clusters, pooling), folds in sorted(rows.items(), key=lambda item: str(item[0]))
-        for fold, scores in sorted(folds.items())
+    runs = [
+        {"layer": layer, "clusters": clusters, "pooling": pooling, **asdict(run)}
+        for (layer, clusters, pooling), per_row in sorted(rows.items(), key=lambda item: str(item[0]))
+        for run in per_row
     ]
-    write_text_atomically(os.path.join(work_dir, "results.json"), json.dumps(per_fold, indent=2) + "\n")
+    write_text_atomically(os.path.join(work_dir, "results.json"), json.dumps(runs, indent=2) + "\n")
     return markdown

@@ -27,7 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
 
 from fairseq_flea.io.atomic_files import write_text_atomically
 from fairseq_flea.io.errors import FleaInputError, FleaStepError, log_tool_progress
@@ -64,6 +64,10 @@ class RecipeConfig:
     overrides: List[str] = field(default_factory=list)  # given to every fairseq-hydra-train
     pretrain_overrides: List[str] = field(default_factory=list)  # TAPT and CPT only
     finetune_overrides: List[str] = field(default_factory=list)  # fine-tuning only
+    # Both ways of testing each fold (see fairseq_flea.corpus.folds.DIRECTIONS); everything
+    # downstream of a checkpoint chosen on a validation speaker runs per direction.
+    directions: List[str] = field(default_factory=lambda: ["FM", "MF"])
+    seeds: Optional[List[int]] = None  # fine-tuning repeated with each seed; None: the config's
     stage: int = 0
     stop_stage: int = 5
     jobs: int = 1  # folds run side by side (one per GPU, or per core pair)
@@ -145,17 +149,36 @@ class FleaRecipe:
     def fold_data(self, fold: int) -> str:
         return os.path.join(self.data, f"fold{fold}")
 
+    def direction_data(self, fold: int, direction: str) -> str:
+        return os.path.join(self.fold_data(fold), direction)
+
     def fold_work(self, fold: int) -> str:
+        """TAPT labels and TAPT pretraining: no validation speaker, once per fold."""
         return os.path.join(self.work, f"fold{fold}")
 
-    def grid_dir(self, fold: int, layer: int, clusters: int) -> str:
-        return os.path.join(self.fold_work(fold), f"L{layer}_K{clusters}")
+    def direction_work(self, fold: int, direction: str) -> str:
+        """Everything downstream of a checkpoint chosen on this direction's validation speaker."""
+        return os.path.join(self.fold_work(fold), direction)
 
-    def finetuned_models(self, fold: int) -> List[str]:
-        """Directories of every fine-tuned model of a fold: the TAPT baseline and the grid."""
-        models = [os.path.join(self.fold_work(fold), "tapt_mean")]
+    def grid_dir(self, fold: int, direction: str, layer: int, clusters: int) -> str:
+        return os.path.join(self.direction_work(fold, direction), f"L{layer}_K{clusters}")
+
+    def seed_runs(self, parent: str, name: str) -> List[Tuple[Optional[int], str]]:
+        """(seed, directory) of each fine-tuning run of one model; no seed: the config's."""
+        if not self.cfg.seeds:
+            return [(None, os.path.join(parent, name))]
+        return [(seed, os.path.join(parent, f"{name}_seed{seed}")) for seed in self.cfg.seeds]
+
+    def tapt_classifier(self, fold: int, direction: str) -> str:
+        """The phase-1c model whose layers are clustered: the first seed's."""
+        return os.path.join(self.seed_runs(self.direction_work(fold, direction), "tapt_mean")[0][1], "checkpoint_best.pt")
+
+    def finetuned_models(self, fold: int, direction: str) -> List[str]:
+        """Directories of every fine-tuned model of a fold and direction: TAPT and the grid."""
+        models = [run for _, run in self.seed_runs(self.direction_work(fold, direction), "tapt_mean")]
         for layer, clusters in self.grid():
-            models += [os.path.join(self.grid_dir(fold, layer, clusters), p) for p in self.cfg.poolings]
+            for pooling in self.cfg.poolings:
+                models += [run for _, run in self.seed_runs(self.grid_dir(fold, direction, layer, clusters), pooling)]
         return models
 
     def folds(self) -> List[int]:
@@ -240,10 +263,14 @@ class FleaRecipe:
             path.unlink()  # features are large and no longer needed once labels exist
 
     def layer_frame_labels(self, fold: int, checkpoint: str, layer: int, label_dir: str,
-                           kmeans_path: Optional[str] = None, clusters: Optional[int] = None) -> None:
-        """Frame labels from transformer layer ``layer`` of ``checkpoint``."""
+                           kmeans_path: Optional[str] = None, clusters: Optional[int] = None,
+                           selected_on: Optional[str] = None) -> None:
+        """Frame labels from transformer layer ``layer`` of ``checkpoint``; a classifier must
+        have been selected on the validation split of ``selected_on`` (its direction)."""
         from fairseq_flea.units.layer_features import dump_layer_features
 
+        if selected_on is not None:
+            check_selected_on(checkpoint, selected_on)
         self.frame_labels(fold, label_dir, lambda pretrain_dir, split, feature_dir: dump_layer_features(
             pretrain_dir, split, checkpoint, layer, 1, 0, feature_dir), kmeans_path, clusters)
 
@@ -255,55 +282,87 @@ class FleaRecipe:
             f"checkpoint.save_dir={save_dir}", *self.cfg.overrides, *self.cfg.pretrain_overrides,
         ], os.path.join(save_dir, "train.log"))
 
-    def finetune(self, fold: int, pooling: str, w2v_path: str, save_dir: str) -> None:
-        self.guard(fold, [os.path.join(self.fold_data(fold), "train.tsv")])
+    def finetune(self, fold: int, direction: str, pooling: str, w2v_path: str, save_dir: str,
+                 seed: Optional[int] = None) -> None:
+        data = self.direction_data(fold, direction)
+        self.guard(fold, [os.path.join(data, "train.tsv")])
         hydra_train(os.path.join(self.cfg.config_root, "finetune"), self.cfg.finetune_configs[pooling], [
-            f"task.data={self.fold_data(fold)}", f"model.w2v_path={w2v_path}",
-            f"checkpoint.save_dir={save_dir}", *self.cfg.overrides, *self.cfg.finetune_overrides,
+            f"task.data={data}", f"model.w2v_path={w2v_path}", f"checkpoint.save_dir={save_dir}",
+            *([] if seed is None else [f"common.seed={seed}"]), *self.cfg.overrides, *self.cfg.finetune_overrides,
         ], os.path.join(save_dir, "train.log"))
 
     def grid(self) -> List[tuple]:
         return [(layer, clusters) for layer in self.cfg.layers for clusters in self.cfg.clusters]
 
     def stage1_tapt(self, fold: int) -> None:
+        from fairseq_flea.corpus.folds import write_direction
+
         work = self.fold_work(fold)
-        labels, tapt, tapt_mean = (os.path.join(work, name) for name in ("tapt_labels", "tapt", "tapt_mean"))
+        labels, tapt = os.path.join(work, "tapt_labels"), os.path.join(work, "tapt")
         run_step(1, f"fold {fold} TAPT labels", labels, partial(
             self.layer_frame_labels, fold, self.cfg.hubert_checkpoint, self.cfg.tapt_label_layer, labels,
             self.cfg.hubert_kmeans), in_own_process=True)
-        run_step(1, f"fold {fold} TAPT pretraining", tapt, lambda: self.pretrain(
-            fold, self.cfg.tapt_config, labels, self.cfg.hubert_checkpoint, tapt))
-        run_step(1, f"fold {fold} TAPT fine-tuning (mean pooling)", tapt_mean, lambda: self.finetune(
-            fold, "mean", os.path.join(tapt, "checkpoint_last.pt"), tapt_mean))
+        run_step(1, f"fold {fold} TAPT pretraining", tapt, partial(
+            self.pretrain, fold, self.cfg.tapt_config, labels, self.cfg.hubert_checkpoint, tapt))
+        for direction in self.cfg.directions:
+            run_step(1, f"fold {fold} {direction} splits", self.direction_data(fold, direction), partial(
+                write_direction, self.fold_data(fold), direction))
+            for seed, run in self.seed_runs(self.direction_work(fold, direction), "tapt_mean"):
+                run_step(1, f"fold {fold} {direction} TAPT fine-tuning (mean pooling){seed_label(seed)}", run, partial(
+                    self.finetune, fold, direction, "mean", os.path.join(tapt, "checkpoint_last.pt"), run, seed))
 
     def stage2_pseudo_labels(self, fold: int) -> None:
-        tapt_classifier = os.path.join(self.fold_work(fold), "tapt_mean", "checkpoint_best.pt")
-        for layer, clusters in self.grid():
-            labels = os.path.join(self.grid_dir(fold, layer, clusters), "labels")
-            run_step(2, f"fold {fold} layer {layer} K={clusters} labels", labels, partial(
-                self.layer_frame_labels, fold, tapt_classifier, layer, labels, clusters=clusters), in_own_process=True)
+        for direction in self.cfg.directions:
+            for layer, clusters in self.grid():
+                labels = os.path.join(self.grid_dir(fold, direction, layer, clusters), "labels")
+                run_step(2, f"fold {fold} {direction} layer {layer} K={clusters} labels", labels, partial(
+                    self.layer_frame_labels, fold, self.tapt_classifier(fold, direction), layer, labels,
+                    clusters=clusters, selected_on=self.direction_data(fold, direction)), in_own_process=True)
 
     def stage3_cpt(self, fold: int) -> None:
         tapt = os.path.join(self.fold_work(fold), "tapt", "checkpoint_last.pt")
-        for layer, clusters in self.grid():
-            grid_dir = self.grid_dir(fold, layer, clusters)
-            cpt = os.path.join(grid_dir, "cpt")
-            run_step(3, f"fold {fold} layer {layer} K={clusters} CPT", cpt, lambda: self.pretrain(
-                fold, self.cfg.cpt_config, os.path.join(grid_dir, "labels"), tapt, cpt))
+        for direction in self.cfg.directions:
+            for layer, clusters in self.grid():
+                grid_dir = self.grid_dir(fold, direction, layer, clusters)
+                cpt = os.path.join(grid_dir, "cpt")
+                run_step(3, f"fold {fold} {direction} layer {layer} K={clusters} CPT", cpt, partial(
+                    self.pretrain, fold, self.cfg.cpt_config, os.path.join(grid_dir, "labels"), tapt, cpt))
 
     def stage4_flea_finetune(self, fold: int) -> None:
-        for layer, clusters in self.grid():
-            grid_dir = self.grid_dir(fold, layer, clusters)
-            for pooling in self.cfg.poolings:
-                save_dir = os.path.join(grid_dir, pooling)
-                run_step(4, f"fold {fold} layer {layer} K={clusters} {pooling} fine-tuning", save_dir, lambda: self.finetune(
-                    fold, pooling, os.path.join(grid_dir, "cpt", "checkpoint_last.pt"), save_dir))
+        for direction in self.cfg.directions:
+            for layer, clusters in self.grid():
+                grid_dir = self.grid_dir(fold, direction, layer, clusters)
+                for pooling in self.cfg.poolings:
+                    for seed, run in self.seed_runs(grid_dir, pooling):
+                        run_step(4, f"fold {fold} {direction} layer {layer} K={clusters} {pooling} fine-tuning"
+                                    f"{seed_label(seed)}", run, partial(
+                                        self.finetune, fold, direction, pooling,
+                                        os.path.join(grid_dir, "cpt", "checkpoint_last.pt"), run, seed))
 
     def stage5_evaluate(self, fold: int) -> None:
         from fairseq_flea.evaluation.evaluate import evaluate_split
 
-        for model_dir in self.finetuned_models(fold):
-            out_dir = os.path.join(model_dir, "eval_test")
-            run_step(5, f"fold {fold} evaluation of {os.path.relpath(model_dir, self.work)}", out_dir, partial(
-                evaluate_split, os.path.join(model_dir, "checkpoint_best.pt"), self.fold_data(fold), "test", out_dir),
-                in_own_process=True)
+        for direction in self.cfg.directions:
+            for model_dir in self.finetuned_models(fold, direction):
+                out_dir = os.path.join(model_dir, "eval_test")
+                run_step(5, f"fold {fold} evaluation of {os.path.relpath(model_dir, self.work)}", out_dir, partial(
+                    evaluate_split, os.path.join(model_dir, "checkpoint_best.pt"),
+                    self.direction_data(fold, direction), "test", out_dir), in_own_process=True)
+
+
+def seed_label(seed: Optional[int]) -> str:
+    return "" if seed is None else f", seed {seed}"
+
+
+def check_selected_on(checkpoint: str, data_dir: str) -> None:
+    """A fine-tuned classifier chose its epoch on its task.data's validation split. Labels,
+    CPT and fine-tuning of one direction may build on it only if that is the direction's
+    own: the other direction tests on that validation speaker."""
+    from fairseq_flea.hubert.checkpoints import load_checkpoint_state
+
+    trained_on = str(load_checkpoint_state(checkpoint)["cfg"]["task"]["data"])
+    if os.path.abspath(trained_on) != os.path.abspath(data_dir):
+        raise FleaInputError(
+            f"{checkpoint}: selected on the validation split of {trained_on}, not of {data_dir}; "
+            "its labels would leak that direction's test speaker"
+        )

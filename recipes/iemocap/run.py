@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, nargs="+", help="default: all")
     parser.add_argument("--layers", type=int, nargs="+", default=[6, 9, 11])
     parser.add_argument("--clusters", type=int, nargs="+", default=[50, 100, 150])
+    parser.add_argument("--directions", nargs="+", choices=["FM", "MF"], default=["FM", "MF"],
+                        help="which held-out speaker validates: FM, the female (tests the male), MF the reverse")
+    parser.add_argument("--seeds", type=int, nargs="+", help="repeat every fine-tuning with each seed")
     parser.add_argument("--poolings", nargs="+", choices=["mean", "attention"], default=["mean", "attention"])
     parser.add_argument("--kmeans-backend", choices=["faiss", "sklearn"], default="faiss")
     parser.add_argument("--tapt-config", default="tapt_base")
@@ -55,6 +58,7 @@ def main() -> None:
         finetune_configs={"mean": args.mean_config, "attention": args.attention_config},
         overrides=overrides, pretrain_overrides=shlex.split(args.pretrain_overrides),
         finetune_overrides=shlex.split(args.finetune_overrides), stage=args.stage, stop_stage=args.stop_stage, jobs=args.jobs,
+        directions=args.directions, seeds=args.seeds,
     )).run()
 
 
