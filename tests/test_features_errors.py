@@ -10,7 +10,8 @@ from conftest import run_python_tool
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.units.mfcc import dump_mfcc_features
-from fairseq_flea.units.kmeans import check_cluster_count, load_features
+from fairseq_flea.io.audio import read_audio_for_model
+from fairseq_flea.units.kmeans import check_cluster_count, learn_kmeans_faiss, load_features, save_kmeans
 
 RATE = 16000
 
@@ -43,6 +44,11 @@ BAD_AUDIO = {
     "8 kHz": (lambda path: sf.write(path, np.zeros(8000, np.float32), 8000), "sample rate is 8000 Hz"),
     "stereo": (lambda path: sf.write(path, np.zeros((RATE, 2), np.float32), RATE), "has 2 channels"),
     "too short": (lambda path: sf.write(path, np.zeros(200, np.float32), RATE), "only 200 samples"),
+    "NaN samples": (
+        lambda path: sf.write(path, np.where(np.arange(RATE) % 97 == 0, np.nan, 0.1).astype(np.float32), RATE,
+                              subtype="FLOAT"),
+        "165 samples are NaN or infinite",
+    ),
 }
 
 
@@ -92,3 +98,52 @@ def test_more_clusters_than_frames(tmp_path):
     assert not (tmp_path / "km.bin").exists()
     with pytest.raises(FleaInputError):
         check_cluster_count(np.zeros((3, 2), np.float32), 4, "three frames")
+
+
+def test_non_finite_audio_is_refused_for_prediction_too(tmp_path):
+    path = tmp_path / "inf.wav"
+    sf.write(path, np.full(2 * RATE, np.inf, np.float32), RATE, subtype="FLOAT")
+    with pytest.raises(FleaInputError, match=f"{path}: 32000 samples are NaN or infinite"):
+        read_audio_for_model(str(path), RATE)
+
+
+def write_feature_shard(directory, features):
+    directory.mkdir(exist_ok=True)
+    np.save(directory / "train_0_1.npy", features)
+    (directory / "train_0_1.len").write_text(f"{len(features)}\n")
+    return directory
+
+
+def test_non_finite_features_are_neither_clustered_nor_labelled(tmp_path):
+    features = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
+    features[10, 2] = np.nan
+    shard = write_feature_shard(tmp_path / "features", features)
+    result = run_python_tool("learn_kmeans.py", shard, "train", 1, tmp_path / "km.bin", 4)
+    assert_clean_failure(result, "1 frames hold NaN or infinite values")
+    assert not (tmp_path / "km.bin").exists()
+
+    save_kmeans(learn_kmeans_faiss(np.nan_to_num(features), 4), str(tmp_path / "km.bin"))
+    result = run_python_tool("dump_km_label.py", shard, "train", tmp_path / "km.bin", 1, 0, tmp_path / "labels")
+    assert_clean_failure(result, str(shard / "train_0_1.npy"), "NaN or infinite")
+    assert not (tmp_path / "labels" / "train_0_1.km").exists()
+
+
+def test_zero_clusters_is_refused(tmp_path):
+    shard = write_feature_shard(tmp_path / "features", np.zeros((8, 2), np.float32))
+    assert_clean_failure(run_python_tool("learn_kmeans.py", shard, "train", 1, tmp_path / "km.bin", 0),
+                         "number of clusters must be at least 1")
+
+
+def test_merging_zero_shards_or_foreign_labels_keeps_the_existing_file(tmp_path):
+    save_kmeans(learn_kmeans_faiss(np.random.default_rng(0).standard_normal((40, 2)).astype(np.float32), 4),
+                str(tmp_path / "km.bin"))
+    (tmp_path / "train.km").write_text("0 1 2\n")
+    assert_clean_failure(run_python_tool("merge_km_labels.py", tmp_path, "train", 0, tmp_path / "km.bin"),
+                         "nshard must be at least 1")
+    (tmp_path / "train_0_1.km").write_text("0 1 3\n2 4 1\n")
+    assert_clean_failure(run_python_tool("merge_km_labels.py", tmp_path, "train", 1, tmp_path / "km.bin"),
+                         f"{tmp_path / 'train_0_1.km'}:2", "label '4' is not a cluster id of 0..3")
+    (tmp_path / "train_0_1.km").write_text("0 x 3\n")
+    assert_clean_failure(run_python_tool("merge_km_labels.py", tmp_path, "train", 1, tmp_path / "km.bin"),
+                         "label 'x' is not a cluster id")
+    assert (tmp_path / "train.km").read_text() == "0 1 2\n"

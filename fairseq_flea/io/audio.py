@@ -30,6 +30,9 @@ def read_audio_samples(path: str) -> Tuple[np.ndarray, int]:
         audio, file_rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError) as error:
         raise FleaInputError(f"{path}: unreadable audio ({error})") from None
+    non_finite = int(np.count_nonzero(~np.isfinite(audio)))
+    if non_finite:  # float wavs can hold NaN/Inf; they would become features, labels and scores
+        raise FleaInputError(f"{path}: {non_finite} samples are NaN or infinite")
     return audio, file_rate
 
 

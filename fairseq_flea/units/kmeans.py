@@ -56,11 +56,21 @@ def load_features(feat_dir: str, split: str, nshard: int, percent: float = -1.0,
         chosen = rng.choice(len(lengths), int(np.ceil(len(lengths) * percent)), replace=False)
         parts.append(np.concatenate([features[offsets[i] : offsets[i] + lengths[i]] for i in chosen]))
     features = np.concatenate(parts).astype(np.float32, copy=False)
+    check_finite_features(features, os.path.join(feat_dir, f"{split}_*_{nshard}.npy"))
     logger.info(f"loaded {features.shape[0]} frames of dimension {features.shape[1]}")
     return features
 
 
+def check_finite_features(features: np.ndarray, source: str) -> None:
+    """NaN or infinite features (from a corrupt shard) would cluster or label silently."""
+    non_finite_rows = int(np.count_nonzero(~np.isfinite(features).all(axis=1)))
+    if non_finite_rows:
+        raise FleaInputError(f"{source}: {non_finite_rows} frames hold NaN or infinite values")
+
+
 def check_cluster_count(features: np.ndarray, n_clusters: int, source: str) -> None:
+    if n_clusters < 1:
+        raise FleaInputError(f"{source}: the number of clusters must be at least 1, got {n_clusters}")
     if n_clusters > len(features):
         raise FleaInputError(f"{source}: {n_clusters} clusters requested but only {len(features)} frames")
 
@@ -204,14 +214,25 @@ def dump_km_labels(feat_dir: str, split: str, km_path: str, nshard: int, rank: i
     with atomic_outputs(os.path.join(lab_dir, f"{split}_{rank}_{nshard}.km")) as (partial,):
         with open(partial, "w") as labels:
             for length in tqdm.tqdm(lengths, desc="k-means labels", unit="utt"):
-                ids = assign_clusters(np.asarray(features[offset : offset + length]), centers)
+                utterance = np.asarray(features[offset : offset + length])
+                check_finite_features(utterance, shard_paths(feat_dir, split, rank, nshard)[0])
+                ids = assign_clusters(utterance, centers)
                 labels.write(" ".join(map(str, ids.tolist())) + "\n")
                 offset += length
+
+
+def check_label_line(line: str, n_clusters: int, where: str) -> None:
+    """Cluster ids of one utterance: integers in 0..n_clusters-1."""
+    for token in line.split():
+        if not token.isdigit() or int(token) >= n_clusters:
+            raise FleaInputError(f"{where}: label {token!r} is not a cluster id of 0..{n_clusters - 1}")
 
 
 def merge_km_labels(lab_dir: str, split: str, nshard: int, km_path: str, name: str = "km") -> None:
     """Concatenate the shards into ``{split}.{name}`` and write ``dict.{name}.txt``
     (every cluster id with count 1, as the official recipe's shell loop does)."""
+    if nshard < 1:
+        raise FleaInputError(f"nshard must be at least 1, got {nshard}")
     n_clusters = len(load_cluster_centers(km_path))
     shard_files = [os.path.join(lab_dir, f"{split}_{rank}_{nshard}.km") for rank in range(nshard)]
     for path in shard_files:
@@ -222,7 +243,9 @@ def merge_km_labels(lab_dir: str, split: str, nshard: int, km_path: str, name: s
         with open(merged_partial, "w") as output:
             for path in shard_files:
                 with open(path) as shard:
-                    output.write(shard.read())
+                    for line_number, line in enumerate(shard, start=1):
+                        check_label_line(line, n_clusters, f"{path}:{line_number}")
+                        output.write(line)
         with open(dictionary_partial, "w") as output:
             output.writelines(f"{cluster} 1\n" for cluster in range(n_clusters))
     logger.info(f"wrote {merged} and {dictionary} ({n_clusters} clusters)")
