@@ -9,7 +9,13 @@ Tools that never touch fairseq (manifests, k-means, labels) so start without fai
 
 import importlib.abc
 import importlib.util
+import logging
 import sys
+import warnings
+
+# fairseq's HubertModel builds its positional convolution with torch's deprecated weight_norm;
+# the warning is fairseq's to fix and would bury our one-line errors.
+warnings.filterwarnings("ignore", message=r".*torch\.nn\.utils\.weight_norm.*", category=FutureWarning)
 
 
 def register() -> None:
@@ -18,6 +24,20 @@ def register() -> None:
 
     allow_fairseq_checkpoint_types()
     from fairseq_flea import criterions, models, tasks  # noqa: F401  (registers with fairseq on import)
+
+
+def import_without_logging_side_effects(exec_module, module) -> None:
+    """Import fairseq without what its import does to logging: some of its modules call
+    logging.basicConfig (one at DEBUG level) and log at import, which would print library
+    noise above a tool's one-line error. The caller's logging stays as it was."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    logging.getLogger("fairseq.tasks.text_to_speech").setLevel(logging.WARNING)  # "install tensorboardX"
+    exec_module(module)
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 class _RegisterWhenFairseqLoads(importlib.abc.MetaPathFinder):
@@ -44,7 +64,10 @@ class _RegisterWhenFairseqLoads(importlib.abc.MetaPathFinder):
         def exec_and_maybe_register(module) -> None:
             self.modules_of_ours_importing += not is_fairseq
             try:
-                exec_module(module)
+                if is_fairseq:
+                    import_without_logging_side_effects(exec_module, module)
+                else:
+                    exec_module(module)
             finally:
                 self.modules_of_ours_importing -= not is_fairseq
             self.fairseq_loaded |= is_fairseq

@@ -2,11 +2,15 @@
 
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from functools import partial
 
 import pytest
 
-from conftest import REPO_ROOT, run_python_tool
+from conftest import REPO_ROOT, assert_succeeded, run_python_tool
 from fairseq_flea.units.kmeans import learn_kmeans_faiss, load_features, save_kmeans
 from fairseq_flea.io.errors import FleaInputError, FleaStepError
 from fairseq_flea.units.layer_features import dump_layer_features
@@ -145,3 +149,48 @@ def test_a_failed_training_is_a_step_error_naming_its_log(tmp_path):
             f"task.data={tmp_path / 'missing'}", f"model.w2v_path={tmp_path / 'missing.pt'}",
             f"checkpoint.save_dir={tmp_path / 'run'}",
         ], str(log))
+
+
+def test_stages_out_of_order_say_what_is_missing(iemocap_tree, released_stand_in, tmp_path):
+    hubert, kmeans = released_stand_in
+    base = ["../recipes/iemocap/run.py", "--iemocap", iemocap_tree.root, "--work-dir", tmp_path, "--hubert", hubert,
+            "--hubert-kmeans", kmeans, "--folds", 1, *TINY]
+    fresh = run_python_tool(*base, "--stage", 1)
+    assert fresh.returncode == 1 and "Traceback" not in fresh.stderr
+    assert fresh.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path / 'data'}: no fold manifests yet; stage 0 writes them (--stage 0)")
+    assert_succeeded(run_python_tool(*base, "--stop-stage", 0))
+    skipped_ahead = run_python_tool(*base, "--stage", 3)
+    assert skipped_ahead.returncode == 1
+    assert skipped_ahead.stderr.strip().splitlines()[-1] == (
+        f"error: stage 3 fold 1 FM layer 6 K=50 CPT: {tmp_path / 'fold1' / 'tapt' / 'checkpoint_last.pt'} "
+        "is missing; stage 1 (TAPT pretraining) makes it, run that first")
+
+
+def test_killing_the_recipe_ends_its_training(iemocap_tree, released_stand_in, tmp_path):
+    hubert, kmeans = released_stand_in
+    command = [sys.executable, str(REPO_ROOT / "recipes" / "iemocap" / "run.py"), "--iemocap", iemocap_tree.root,
+               "--work-dir", str(tmp_path), "--hubert", str(hubert), "--hubert-kmeans", str(kmeans),
+               "--tapt-label-layer", "1", "--folds", "1", "--tapt-config", "tapt_tiny", "--precision", "fp32",
+               "--pretrain-overrides", "optimization.max_update=100000"]
+    recipe = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train_log = tmp_path / "fold1" / "tapt" / "train.log"
+    trainer = None
+    for _ in range(240):
+        time.sleep(0.5)
+        if train_log.exists():
+            found = subprocess.run(["pgrep", "-f", f"checkpoint.save_dir={tmp_path / 'fold1' / 'tapt'}"],
+                                   capture_output=True, text=True).stdout.split()
+            if found:
+                trainer = int(found[0])
+                break
+    assert trainer is not None, "the recipe never started TAPT pretraining"
+    recipe.kill()  # SIGKILL: the recipe cannot clean up after itself
+    recipe.wait()
+    for _ in range(60):
+        if not os.path.exists(f"/proc/{trainer}") or open(f"/proc/{trainer}/stat").read().split()[2] == "Z":
+            break
+        time.sleep(0.5)
+    else:
+        os.kill(trainer, signal.SIGKILL)
+        pytest.fail("fairseq-hydra-train went on training after the recipe was killed")

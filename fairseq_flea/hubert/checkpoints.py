@@ -46,7 +46,9 @@ def load_checkpoint_state(path: str) -> Dict[str, Any]:
         state = checkpoint_utils.load_checkpoint_to_cpu(path)
     except Exception as error:  # torch raises a different type for each way a file is foreign
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FleaInputError(f"{path}: not a readable fairseq checkpoint ({first_line})") from error
+        if "weights_only" in first_line:  # torch's advice to turn safe loading off is not for this file
+            first_line = "it holds objects that are not part of a fairseq checkpoint"
+        raise FleaInputError(f"{path}: not a readable fairseq checkpoint ({first_line})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise FleaInputError(f"{path}: not a fairseq checkpoint (it has no 'model' weights)")
     return state

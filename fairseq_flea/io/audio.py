@@ -30,9 +30,12 @@ def read_audio_samples(path: str) -> Tuple[np.ndarray, int]:
         audio, file_rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError) as error:
         raise FleaInputError(f"{path}: unreadable audio ({error})") from None
-    non_finite = int(np.count_nonzero(~np.isfinite(audio)))
-    if non_finite:  # float wavs can hold NaN/Inf; they would become features, labels and scores
-        raise FleaInputError(f"{path}: {non_finite} samples are NaN or infinite")
+    non_finite = ~np.isfinite(audio).all(axis=1)
+    if non_finite.any():  # float wavs can hold NaN/Inf; they would become features, labels and scores
+        first = int(np.argmax(non_finite))
+        raise FleaInputError(
+            f"{path}: {int(non_finite.sum())} samples are NaN or infinite, the first at sample {first}"
+        )
     return audio, file_rate
 
 

@@ -29,6 +29,9 @@ def run_tool(main: Callable[[], None]) -> None:
     except (FleaInputError, FleaStepError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def log_tool_progress() -> None:

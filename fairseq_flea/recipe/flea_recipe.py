@@ -16,9 +16,11 @@ The leakage guard checks what each pretraining, k-means and fine-tuning step tra
 against the fold's valid and test splits before the step starts.
 """
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -108,13 +110,22 @@ def run_in_own_process(action: Callable[[], T], description: str) -> T:
 
 
 def run_step(
-    stage: int, description: str, directory: str, action: Callable[[], object], in_own_process: bool = False
+    stage: int,
+    description: str,
+    directory: str,
+    action: Callable[[], object],
+    in_own_process: bool = False,
+    needs: Sequence[Tuple[str, str]] = (),
 ) -> bool:
-    """Run ``action`` unless ``directory`` is done; returns whether it ran. Steps that load
-    a model (``in_own_process``) run in a child process (``run_in_own_process``)."""
+    """Run ``action`` unless ``directory`` is done; returns whether it ran. ``needs``: (path,
+    the stage that makes it) of its inputs, checked first. Steps that load a model
+    (``in_own_process``) run in a child process (``run_in_own_process``)."""
     if is_done(directory):
         logger.info(f"stage {stage} {description}: done already, skipped")
         return False
+    for path, made_by in needs:
+        if not os.path.exists(path):
+            raise FleaInputError(f"stage {stage} {description}: {path} is missing; {made_by} makes it, run that first")
     logger.info(f"stage {stage} {description}: running -> {directory}")
     start = time.time()
     os.makedirs(directory, exist_ok=True)
@@ -127,12 +138,29 @@ def run_step(
     return True
 
 
+PLUGIN_DIR = Path(__file__).resolve().parents[1]
+
+
+LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+PR_SET_PDEATHSIG = 1
+
+
+def end_with_parent() -> None:
+    """In a child, before it runs: ask Linux to end it when its parent dies, even by kill -9,
+    so that a killed recipe leaves no training running (a no-op elsewhere). Runs between
+    fork and exec, so it imports nothing."""
+    if LIBC is not None:
+        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def hydra_train(config_dir: str, config_name: str, overrides: Sequence[str], log_path: str) -> None:
-    """fairseq-hydra-train of this environment; its output goes to ``log_path``."""
+    """fairseq-hydra-train of this environment, with the installed plugin from any working
+    directory; its output goes to ``log_path``; it ends if the calling process dies."""
     command = [str(Path(sys.executable).parent / "fairseq-hydra-train"),
-               "--config-dir", config_dir, "--config-name", config_name, *overrides]
+               "--config-dir", config_dir, "--config-name", config_name,
+               f"common.user_dir={PLUGIN_DIR}", *overrides]
     with open(log_path, "a") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=end_with_parent)
     if finished.returncode != 0:
         with open(log_path) as log:
             last_lines = log.read().strip().splitlines()[-3:]
@@ -182,6 +210,8 @@ class FleaRecipe:
         return models
 
     def folds(self) -> List[int]:
+        if not os.path.isdir(self.data):
+            raise FleaInputError(f"{self.data}: no fold manifests yet; stage 0 writes them (--stage 0)")
         if self.cfg.folds:
             return self.cfg.folds
         found = sorted(int(name[4:]) for name in os.listdir(self.data) if name.startswith("fold") and name[4:].isdigit())
@@ -317,7 +347,8 @@ class FleaRecipe:
                 labels = os.path.join(self.grid_dir(fold, direction, layer, clusters), "labels")
                 run_step(2, f"fold {fold} {direction} layer {layer} K={clusters} labels", labels, partial(
                     self.layer_frame_labels, fold, self.tapt_classifier(fold, direction), layer, labels,
-                    clusters=clusters, selected_on=self.direction_data(fold, direction)), in_own_process=True)
+                    clusters=clusters, selected_on=self.direction_data(fold, direction)), in_own_process=True,
+                    needs=[(self.tapt_classifier(fold, direction), "stage 1 (TAPT fine-tuning)")])
 
     def stage3_cpt(self, fold: int) -> None:
         tapt = os.path.join(self.fold_work(fold), "tapt", "checkpoint_last.pt")
@@ -325,8 +356,10 @@ class FleaRecipe:
             for layer, clusters in self.grid():
                 grid_dir = self.grid_dir(fold, direction, layer, clusters)
                 cpt = os.path.join(grid_dir, "cpt")
+                labels = os.path.join(grid_dir, "labels")
                 run_step(3, f"fold {fold} {direction} layer {layer} K={clusters} CPT", cpt, partial(
-                    self.pretrain, fold, self.cfg.cpt_config, os.path.join(grid_dir, "labels"), tapt, cpt))
+                    self.pretrain, fold, self.cfg.cpt_config, labels, tapt, cpt),
+                    needs=[(tapt, "stage 1 (TAPT pretraining)"), (os.path.join(labels, DONE_MARKER), "stage 2")])
 
     def stage4_flea_finetune(self, fold: int) -> None:
         for direction in self.cfg.directions:
@@ -334,10 +367,11 @@ class FleaRecipe:
                 grid_dir = self.grid_dir(fold, direction, layer, clusters)
                 for pooling in self.cfg.poolings:
                     for seed, run in self.seed_runs(grid_dir, pooling):
+                        cpt = os.path.join(grid_dir, "cpt", "checkpoint_last.pt")
                         run_step(4, f"fold {fold} {direction} layer {layer} K={clusters} {pooling} fine-tuning"
                                     f"{seed_label(seed)}", run, partial(
-                                        self.finetune, fold, direction, pooling,
-                                        os.path.join(grid_dir, "cpt", "checkpoint_last.pt"), run, seed))
+                                        self.finetune, fold, direction, pooling, cpt, run, seed),
+                                 needs=[(cpt, "stage 3 (CPT)")])
 
     def stage5_evaluate(self, fold: int) -> None:
         from fairseq_flea.evaluation.evaluate import evaluate_split
@@ -345,9 +379,10 @@ class FleaRecipe:
         for direction in self.cfg.directions:
             for model_dir in self.finetuned_models(fold, direction):
                 out_dir = os.path.join(model_dir, "eval_test")
+                checkpoint = os.path.join(model_dir, "checkpoint_best.pt")
                 run_step(5, f"fold {fold} evaluation of {os.path.relpath(model_dir, self.work)}", out_dir, partial(
-                    evaluate_split, os.path.join(model_dir, "checkpoint_best.pt"),
-                    self.direction_data(fold, direction), "test", out_dir), in_own_process=True)
+                    evaluate_split, checkpoint, self.direction_data(fold, direction), "test", out_dir),
+                    in_own_process=True, needs=[(checkpoint, "stage 1 or 4 (fine-tuning)")])
 
 
 def seed_label(seed: Optional[int]) -> str:

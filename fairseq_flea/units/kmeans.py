@@ -63,9 +63,12 @@ def load_features(feat_dir: str, split: str, nshard: int, percent: float = -1.0,
 
 def check_finite_features(features: np.ndarray, source: str) -> None:
     """NaN or infinite features (from a corrupt shard) would cluster or label silently."""
-    non_finite_rows = int(np.count_nonzero(~np.isfinite(features).all(axis=1)))
-    if non_finite_rows:
-        raise FleaInputError(f"{source}: {non_finite_rows} frames hold NaN or infinite values")
+    non_finite = ~np.isfinite(features).all(axis=1)
+    if non_finite.any():
+        raise FleaInputError(
+            f"{source}: {int(non_finite.sum())} frames hold NaN or infinite values, the first is frame "
+            f"{int(np.argmax(non_finite))}"
+        )
 
 
 def check_cluster_count(features: np.ndarray, n_clusters: int, source: str) -> None:
