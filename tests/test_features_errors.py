@@ -147,3 +147,44 @@ def test_merging_zero_shards_or_foreign_labels_keeps_the_existing_file(tmp_path)
     assert_clean_failure(run_python_tool("merge_km_labels.py", tmp_path, "train", 1, tmp_path / "km.bin"),
                          "label 'x' is not a cluster id")
     assert (tmp_path / "train.km").read_text() == "0 1 2\n"
+
+
+def test_malformed_shards_and_numbers_are_named(tmp_path):
+    good = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    text_len = write_feature_shard(tmp_path / "text_len", good)
+    (text_len / "train_0_1.len").write_text("12\nmany\n")
+    truncated = write_feature_shard(tmp_path / "truncated", good)
+    (truncated / "train_0_1.npy").write_bytes((truncated / "train_0_1.npy").read_bytes()[:100])
+    flat = write_feature_shard(tmp_path / "flat", good[:, 0])
+    cases = [
+        ((text_len, "train", 1, tmp_path / "km.bin", 2), [f"{text_len / 'train_0_1.len'}, line 2", "'many'"]),
+        ((truncated, "train", 1, tmp_path / "km.bin", 2), [str(truncated / "train_0_1.npy"), "not a readable .npy"]),
+        ((flat, "train", 1, tmp_path / "km.bin", 2), [str(flat / "train_0_1.npy"), "must be (frames, dim)"]),
+        ((flat, "train", 0, tmp_path / "km.bin", 2), ["nshard must be at least 1"]),
+        ((text_len, "train", 1, tmp_path / "km.bin", 2, "--percent", 0), ["--percent 0.0 is not a fraction"]),
+    ]
+    for args, fragments in cases:
+        assert_clean_failure(run_python_tool("learn_kmeans.py", *args), *fragments)
+    assert not (tmp_path / "km.bin").exists()
+
+
+def test_a_chunk_shorter_than_a_frame_is_refused_before_any_work(scratch_run, tmp_path):
+    data = write_manifest(tmp_path / "data")
+    for max_chunk in (100, 0):
+        result = run_python_tool("dump_feature.py", data, "train", scratch_run[0], 1, 1, 0, tmp_path / "features",
+                                 "--max-chunk", max_chunk)
+        assert_clean_failure(result, f"--max-chunk {max_chunk} is shorter than one frame (400 samples)")
+    assert not (tmp_path / "features").exists()
+
+
+def test_text_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    data = write_manifest(tmp_path / "data")
+    manifest = data / "train.tsv"
+    manifest.write_bytes(manifest.read_bytes().replace(b"good_b.wav", "gut_\u00e9.wav".encode("latin-1")))
+    result = run_python_tool("dump_mfcc_feature.py", data, "train", 1, 0, tmp_path / "features")
+    assert_clean_failure(result, f"{manifest}, line 3: not UTF-8 text (byte 0xe9)")
+    csv_path = tmp_path / "corpus.csv"
+    csv_path.write_bytes("path,label,speaker\nj\u00f6rg.wav,neu,s1\n".encode("latin-1"))
+    result = run_python_tool("prepare_corpus.py", csv_path, tmp_path / "out")
+    assert_clean_failure(result, f"{csv_path}, line 2: not UTF-8 text")
+    assert not (tmp_path / "out").exists()

@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.io.text import read_text
 from fairseq_flea.corpus.folds import Utterance, write_fold_manifests
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ def read_corpus_csv(csv_path: str) -> Tuple[List[Utterance], bool]:
     if not os.path.isfile(csv_path):
         raise FleaInputError(f"{csv_path}: CSV not found (expected rows path,label,speaker[,group])")
     base_dir = os.path.dirname(os.path.abspath(csv_path))
-    with open(csv_path, newline="") as csv_file:
-        rows = [(number, row) for number, row in enumerate(csv.reader(csv_file), start=1) if any(row)]
+    lines = read_text(csv_path).splitlines()
+    rows = [(number, row) for number, row in enumerate(csv.reader(lines), start=1) if any(row)]
     if rows and [field.strip() for field in rows[0][1]] in (list(REQUIRED_COLUMNS), list(ALL_COLUMNS)):
         rows = rows[1:]
     if not rows:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Collection, List, Optional
 
 from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.io.text import read_text_lines
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,7 @@ def read_manifest(path: str) -> Manifest:
     """Read a manifest, failing with the file and line on anything malformed."""
     if not os.path.isfile(path):
         raise FleaInputError(f"{path}: manifest not found")
-    with open(path) as manifest_file:
-        lines = manifest_file.read().splitlines()
+    lines = read_text_lines(path)
     if not lines:
         raise FleaInputError(f"{path}: manifest is empty (expected the audio root on line 1)")
     names, num_samples = [], []
@@ -50,8 +50,7 @@ def read_label_lines(path: str, manifest: Manifest) -> List[str]:
     """Read a label file that must have exactly one line per manifest entry."""
     if not os.path.isfile(path):
         raise FleaInputError(f"{path}: label file not found (it goes with {manifest.path})")
-    with open(path) as label_file:
-        lines = label_file.read().splitlines()
+    lines = read_text_lines(path)
     if len(lines) != len(manifest):
         raise FleaInputError(
             f"{path} has {len(lines)} lines but {manifest.path} lists {len(manifest)} "

@@ -17,6 +17,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from fairseq_flea.io.atomic_files import atomic_outputs
 from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.io.text import read_text_lines
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +27,29 @@ def shard_paths(feat_dir: str, split: str, rank: int, nshard: int) -> tuple:
     return f"{stem}.npy", f"{stem}.len"
 
 
+def open_feature_array(npy_path: str) -> np.ndarray:
+    """A shard's (frames, dim) feature array, memory-mapped; a clear error if it is not one."""
+    try:
+        features = np.load(npy_path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as error:
+        raise FleaInputError(f"{npy_path}: not a readable .npy array ({error})") from None
+    if features.ndim != 2:
+        raise FleaInputError(f"{npy_path}: features must be (frames, dim), this array has shape {features.shape}")
+    return features
+
+
 def read_shard_lengths(feat_dir: str, split: str, rank: int, nshard: int) -> List[int]:
     """Frames per utterance of one feature shard, checked against its .npy."""
     npy_path, len_path = shard_paths(feat_dir, split, rank, nshard)
     for path in (npy_path, len_path):
         if not os.path.isfile(path):
             raise FleaInputError(f"{path}: feature file not found (dump features for shard {rank} of {nshard} first)")
-    with open(len_path) as lengths_file:
-        lengths = [int(line) for line in lengths_file]
-    rows = np.load(npy_path, mmap_mode="r").shape[0]
+    lengths = []
+    for line_number, line in enumerate(read_text_lines(len_path), start=1):
+        if not line.strip().isdigit():
+            raise FleaInputError(f"{len_path}, line {line_number}: {line!r} is not a frame count")
+        lengths.append(int(line))
+    rows = open_feature_array(npy_path).shape[0]
     if rows != sum(lengths):
         raise FleaInputError(f"{npy_path} has {rows} frames but {len_path} adds up to {sum(lengths)}")
     return lengths
@@ -42,13 +57,15 @@ def read_shard_lengths(feat_dir: str, split: str, rank: int, nshard: int) -> Lis
 
 def load_features(feat_dir: str, split: str, nshard: int, percent: float = -1.0, seed: int = 0) -> np.ndarray:
     """All frames of all shards, or those of a random ``percent`` of each shard's utterances."""
-    if percent > 1.0:
-        raise FleaInputError(f"--percent {percent} is more than 1 (it is a fraction; -1 for all)")
+    if nshard < 1:
+        raise FleaInputError(f"nshard must be at least 1, got {nshard}")
+    if percent != -1 and not 0 < percent <= 1:
+        raise FleaInputError(f"--percent {percent} is not a fraction in (0, 1] (or -1 for all)")
     rng = np.random.default_rng(seed)
     parts = []
     for rank in range(nshard):
         lengths = read_shard_lengths(feat_dir, split, rank, nshard)
-        features = np.load(shard_paths(feat_dir, split, rank, nshard)[0], mmap_mode="r")
+        features = open_feature_array(shard_paths(feat_dir, split, rank, nshard)[0])
         if percent < 0:
             parts.append(np.asarray(features))
             continue
@@ -208,7 +225,7 @@ def dump_km_labels(feat_dir: str, split: str, km_path: str, nshard: int, rank: i
     """Write ``{lab_dir}/{split}_{rank}_{nshard}.km``: one line of cluster ids per utterance."""
     centers = load_cluster_centers(km_path)
     lengths = read_shard_lengths(feat_dir, split, rank, nshard)
-    features = np.load(shard_paths(feat_dir, split, rank, nshard)[0], mmap_mode="r")
+    features = open_feature_array(shard_paths(feat_dir, split, rank, nshard)[0])
     if features.shape[1] != centers.shape[1]:
         raise FleaInputError(
             f"{km_path}: centres have dimension {centers.shape[1]}, the features in {feat_dir} {features.shape[1]}"
@@ -245,10 +262,9 @@ def merge_km_labels(lab_dir: str, split: str, nshard: int, km_path: str, name: s
     with atomic_outputs(merged, dictionary) as (merged_partial, dictionary_partial):
         with open(merged_partial, "w") as output:
             for path in shard_files:
-                with open(path) as shard:
-                    for line_number, line in enumerate(shard, start=1):
-                        check_label_line(line, n_clusters, f"{path}:{line_number}")
-                        output.write(line)
+                for line_number, line in enumerate(read_text_lines(path), start=1):
+                    check_label_line(line, n_clusters, f"{path}:{line_number}")
+                    output.write(line + "\n")
         with open(dictionary_partial, "w") as output:
             output.writelines(f"{cluster} 1\n" for cluster in range(n_clusters))
     logger.info(f"wrote {merged} and {dictionary} ({n_clusters} clusters)")

@@ -151,6 +151,8 @@ def dump_layer_features(
     batch_seconds: Optional[float] = None,
 ) -> None:
     """Transformer layer ``layer`` (1-based) of a checkpoint, for one shard of a manifest."""
+    if max_chunk < MIN_SAMPLES:
+        raise FleaInputError(f"--max-chunk {max_chunk} is shorter than one frame ({MIN_SAMPLES} samples)")
 
     def load_extractor() -> UtteranceFeatures:
         model = load_feature_model(checkpoint_path)
