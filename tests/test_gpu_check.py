@@ -10,8 +10,8 @@ import torch
 from conftest import REPO_ROOT, assert_succeeded
 
 TRAINING_STEPS = {
-    "stand-in HuBERT: pretraining from scratch", "fold 4 TAPT pretraining", "fold 4 TAPT fine-tuning (mean pooling)",
-    "fold 4 layer 1 K=6 CPT", "fold 4 layer 1 K=6 mean fine-tuning", "fold 4 layer 1 K=6 attention fine-tuning",
+    "stand-in HuBERT: pretraining from scratch", "fold 4 TAPT pretraining", "fold 4 FM TAPT fine-tuning (mean pooling)",
+    "fold 4 FM layer 1 K=6 CPT", "fold 4 FM layer 1 K=6 mean fine-tuning", "fold 4 FM layer 1 K=6 attention fine-tuning",
 }
 
 
