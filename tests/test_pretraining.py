@@ -130,16 +130,20 @@ def test_continuation_on_new_labels_trains_and_reloads(cpt_run):
     assert int(layers) == 2  # the tiny source's architecture, recorded in the checkpoint
 
 
+def tapt_tiny_on_the_scratch_labels(tone_corpus, scratch_run, **overrides):
+    """TAPT's tiny config at update 0, continuing the scratch model on its own 11 labels."""
+    _, model = build_model_at_update_zero("tapt_tiny", **{
+        "task.data": str(tone_corpus / "data"),
+        "task.label_dir": str(tone_corpus / "labels11"),
+        "task.init_from": str(scratch_run[0]),
+        **overrides,
+    })
+    return model
+
+
 def test_tapt_recreates_label_embeddings_even_for_the_same_dictionary(tone_corpus, scratch_run):
     source = checkpoint_weights(scratch_run[0])
-    _, model = build_model_at_update_zero(
-        "tapt_tiny",
-        **{
-            "task.data": str(tone_corpus / "data"),
-            "task.label_dir": str(tone_corpus / "labels11"),
-            "task.init_from": str(scratch_run[0]),
-        },
-    )
+    model = tapt_tiny_on_the_scratch_labels(tone_corpus, scratch_run)
     weights = model.state_dict()
     assert weights["label_embs_concat"].shape == source["label_embs_concat"].shape
     assert not torch.equal(weights["label_embs_concat"], source["label_embs_concat"])
@@ -147,15 +151,7 @@ def test_tapt_recreates_label_embeddings_even_for_the_same_dictionary(tone_corpu
 
 def test_same_dictionary_continuation_keeps_label_embeddings(tone_corpus, scratch_run):
     source = checkpoint_weights(scratch_run[0])
-    _, model = build_model_at_update_zero(
-        "tapt_tiny",
-        **{
-            "task.data": str(tone_corpus / "data"),
-            "task.label_dir": str(tone_corpus / "labels11"),
-            "task.init_from": str(scratch_run[0]),
-            "task.label_embeddings": "auto",
-        },
-    )
+    model = tapt_tiny_on_the_scratch_labels(tone_corpus, scratch_run, **{"task.label_embeddings": "auto"})
     weights = model.state_dict()
     for name in ("label_embs_concat", "final_proj.weight", "final_proj.bias"):
         assert torch.equal(weights[name], source[name]), name

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from fairseq_flea.io.atomic_files import write_text_atomically
 from fairseq_flea.io.audio import check_audio_header
 from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.io.text import read_text
 
 logger = logging.getLogger(__name__)
 
@@ -342,10 +343,9 @@ def write_direction(fold_dir: str, direction: str) -> str:
     out_dir = os.path.join(fold_dir, direction)
     os.makedirs(out_dir, exist_ok=True)
     sources = {"train": "train", **DIRECTIONS[direction]}
-    for split, source in sources.items():
-        for extension in FOLD_SPLIT_FILES:
-            with open(os.path.join(fold_dir, f"{source}.{extension}")) as source_file:
-                write_text_atomically(os.path.join(out_dir, f"{split}.{extension}"), source_file.read())
-    with open(os.path.join(fold_dir, "dict.emo.txt")) as dictionary:
-        write_text_atomically(os.path.join(out_dir, "dict.emo.txt"), dictionary.read())
+    copies = {f"{source}.{extension}": f"{split}.{extension}"
+              for split, source in sources.items() for extension in FOLD_SPLIT_FILES}
+    copies["dict.emo.txt"] = "dict.emo.txt"
+    for source_name, name in copies.items():
+        write_text_atomically(os.path.join(out_dir, name), read_text(os.path.join(fold_dir, source_name)))
     return out_dir

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Tuple
 
 from fairseq_flea.io.atomic_files import write_text_atomically
 from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.io.text import read_text_lines
 
 # Table 1 of the paper (UA/WA in %, IEMOCAP, 5 folds): (layer, clusters) -> pooling -> (UA, WA).
 PAPER_TABLE_1: Dict[Tuple[int, int], Dict[str, Tuple[float, float]]] = {
@@ -61,10 +62,10 @@ class TestRun:
 def split_speakers(split_path: str) -> str:
     """The speaker(s) of an evaluated split, from its ``.spk`` file."""
     try:
-        with open(f"{split_path}.spk") as speakers:
-            return "+".join(sorted({line.strip() for line in speakers if line.strip()}))
+        lines = read_text_lines(f"{split_path}.spk")
     except OSError:
         return "?"
+    return "+".join(sorted({line.strip() for line in lines if line.strip()}))
 
 
 def collect_test_runs(work_dir: str) -> Dict[RowKey, List[TestRun]]:
