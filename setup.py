@@ -27,6 +27,8 @@ setup(
         "faiss-cpu",
         # tools/predict.py --plot
         "matplotlib",
+        # the recipe's --launcher slurm
+        "submitit",
     ],
     extras_require={
         # transformers only to build a HuggingFace HuBERT that the converter's test reads

@@ -38,7 +38,7 @@ from fairseq_flea.io.errors import FleaInputError, FleaStepError, log_tool_progr
 from fairseq_flea.recipe.flea_recipe import PRECISION_OVERRIDES
 
 BENCH_DIR = Path(__file__).resolve().parent
-STEP_START = re.compile(r"stage (\d) (.*?): running -> (.*)$")
+STEP_START = re.compile(r"stage (\d) (.*?): running -> (.*?)(?: \(on .*\))?$")
 STEP_END = re.compile(r"stage (\d) (.*?): finished in")
 DONE_TRAINING = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+)\].*done training in")
 
@@ -141,11 +141,11 @@ def run_demo_at_precision(work_dir: Path, shared_from: Optional[Path], precision
         layer=args.layer, unit_clusters=args.clusters, pseudo_clusters=args.clusters,
     )
     recorder = StepRecorder(precision)
-    logging.getLogger("fairseq_flea.recipe.flea_recipe").addHandler(recorder)
+    logging.getLogger("fairseq_flea.recipe").addHandler(recorder)
     try:
         FleaDemo(cfg).run()
     finally:
-        logging.getLogger("fairseq_flea.recipe.flea_recipe").removeHandler(recorder)
+        logging.getLogger("fairseq_flea.recipe").removeHandler(recorder)
         release_gpu_memory()  # the demo's attention plots ran a model in this process
     for step in recorder.steps:
         if step.end is not None:

@@ -35,10 +35,10 @@ def run_hydra_train(
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def run_python_tool(script: str, *args: object) -> subprocess.CompletedProcess:
+def run_python_tool(script: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run ``tools/<script>`` with this environment's Python, as a user types it."""
     command = [sys.executable, str(REPO_ROOT / "tools" / script), *map(str, args)]
-    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def train_log_records(output: str, tag: str = "train_inner") -> List[Dict[str, float]]:
@@ -139,3 +139,15 @@ def attention_finetune(emotion_corpus, scratch_run, tmp_path_factory):
 @pytest.fixture(scope="session")
 def mean_finetune(emotion_corpus, scratch_run, tmp_path_factory):
     return finetune(emotion_corpus, scratch_run, tmp_path_factory.mktemp("ser_mean"), "mean")
+
+
+@pytest.fixture(scope="session")
+def released_stand_in(scratch_run, tone_corpus, tmp_path_factory):
+    """The tiny scratch HuBERT and a k-means model of its layer 1: in place of the released pair."""
+    from fairseq_flea.units.kmeans import learn_kmeans_faiss, load_features, save_kmeans
+    from fairseq_flea.units.layer_features import dump_layer_features
+
+    root = tmp_path_factory.mktemp("stand_in")
+    dump_layer_features(str(tone_corpus / "data"), "train", str(scratch_run[0]), 1, 1, 0, str(root))
+    save_kmeans(learn_kmeans_faiss(load_features(str(root), "train", 1), 8), str(root / "km.bin"))
+    return scratch_run[0], root / "km.bin"

@@ -11,26 +11,16 @@ from functools import partial
 import pytest
 
 from conftest import REPO_ROOT, assert_succeeded, run_python_tool
-from fairseq_flea.units.kmeans import learn_kmeans_faiss, load_features, save_kmeans
 from fairseq_flea.io.errors import FleaInputError, FleaStepError
-from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.io.manifest import read_manifest
-from fairseq_flea.recipe.flea_recipe import FleaRecipe, RecipeConfig, check_selected_on, hydra_train, run_in_own_process
+from fairseq_flea.recipe.flea_recipe import FleaRecipe, RecipeConfig, check_selected_on
+from fairseq_flea.recipe.processes import hydra_train, run_in_own_process
 
 TINY = [
     "--tapt-config", "tapt_tiny", "--cpt-config", "flea_cpt_tiny",
     "--mean-config", "ser_mean_tiny", "--attention-config", "ser_attention_tiny",
-    "--precision", "fp32", "--overrides", "optimization.max_update=2", "--jobs", "2",
+    "--precision", "fp32", "--overrides", "optimization.max_update=2", "--cpu-jobs", "2",
 ]
-
-
-@pytest.fixture(scope="module")
-def released_stand_in(scratch_run, tone_corpus, tmp_path_factory):
-    """The tiny scratch HuBERT and a k-means model of its layer 1: in place of the released pair."""
-    root = tmp_path_factory.mktemp("stand_in")
-    dump_layer_features(str(tone_corpus / "data"), "train", str(scratch_run[0]), 1, 1, 0, str(root))
-    save_kmeans(learn_kmeans_faiss(load_features(str(root), "train", 1), 8), str(root / "km.bin"))
-    return scratch_run[0], root / "km.bin"
 
 
 def run_recipe(tree, work_dir, stand_in):
@@ -38,7 +28,7 @@ def run_recipe(tree, work_dir, stand_in):
     return run_python_tool(
         "../recipes/iemocap/run.py", "--iemocap", tree.root, "--work-dir", work_dir, "--hubert", hubert,
         "--hubert-kmeans", kmeans, "--tapt-label-layer", 1, "--layers", 1, "--clusters", 4,
-        "--poolings", "attention", *TINY,
+        "--poolings", "attention", *TINY, timeout=900,
     )
 
 
@@ -57,10 +47,13 @@ def recipe_run(iemocap_tree, released_stand_in, tmp_path_factory):
 def test_every_speaker_is_tested_in_both_directions(recipe_run, iemocap_tree):
     work_dir, result = recipe_run
     stages = [int(stage) for stage, _ in steps_run(result)]
-    # per fold: TAPT labels and pretraining once; per direction its splits, TAPT fine-tuning,
-    # labels, CPT, FLEA fine-tuning, and the evaluation of both fine-tuned models
-    assert stages.count(0) == 1 and stages.count(1) == 5 * (2 + 2 * 2)
-    assert stages.count(2) == stages.count(3) == stages.count(4) == 5 * 2 and stages.count(5) == 5 * 2 * 2
+    # TAPT labels of the corpus once; per fold its TAPT labels and pretraining; per direction
+    # its splits, TAPT fine-tuning, layer features, labels, CPT, FLEA fine-tuning, and the
+    # evaluation of both fine-tuned models
+    assert stages.count(0) == 1 and stages.count(1) == 1 + 5 * (2 + 2 * 2)
+    assert stages.count(2) == 5 * 2 * 2 and stages.count(3) == stages.count(4) == 5 * 2
+    assert stages.count(5) == 5 * 2 * 2
+    assert steps_run(result).count(("1", "TAPT labels of the whole corpus")) == 1
     table = (work_dir / "results.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| Layers | Clusters | Average pooling (ours) | (paper, other protocol) |")
@@ -95,7 +88,7 @@ def test_tapt_recreates_the_label_embeddings(recipe_run):
 
 def test_k_means_and_pretraining_saw_training_sessions_only(recipe_run):
     work_dir, result = recipe_run
-    assert "no leakage" in result.stdout
+    assert "no leakage" in (work_dir / "logs" / "fold1" / "FM" / "L1_K4" / "labels.log").read_text()
     for fold in (1, 2):
         held_out_session = f"Session{fold}"
         pretrain = (work_dir / "data" / f"fold{fold}" / "pretrain" / "train.tsv").read_text()
@@ -163,8 +156,8 @@ def test_stages_out_of_order_say_what_is_missing(iemocap_tree, released_stand_in
     skipped_ahead = run_python_tool(*base, "--stage", 3)
     assert skipped_ahead.returncode == 1
     assert skipped_ahead.stderr.strip().splitlines()[-1] == (
-        f"error: stage 3 fold 1 FM layer 6 K=50 CPT: {tmp_path / 'fold1' / 'tapt' / 'checkpoint_last.pt'} "
-        "is missing; stage 1 (TAPT pretraining) makes it, run that first")
+        f"error: stage 3 fold 1 FM layer 6 K=50 CPT: {tmp_path / 'fold1' / 'FM' / 'L6_K50' / 'labels'} "
+        "is missing; stage 2 (fold 1 FM layer 6 K=50 labels) makes it, run that first")
 
 
 def test_killing_the_recipe_ends_its_training(iemocap_tree, released_stand_in, tmp_path):

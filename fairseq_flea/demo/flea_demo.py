@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Dict, List, Sequence
 
-from fairseq_flea.recipe.flea_recipe import FleaRecipe, RecipeConfig, hydra_train, run_step
+from fairseq_flea.recipe.flea_recipe import FleaRecipe, RecipeConfig, run_step
+from fairseq_flea.recipe.local_launcher import LocalLauncher, visible_devices
+from fairseq_flea.recipe.processes import hydra_train
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ class FleaDemo:
         self.recipe.stage0_manifests()
         self.train_stand_in()
         self.recipe.cfg.stage = 1
-        self.recipe.run()
+        self.recipe.run(LocalLauncher(visible_devices(), cpu_jobs=1, log_dir=os.path.join(self.recipe.work, "logs")))
         table = self.phase_table()
         self.plot_partial_utterances()
         return table

@@ -92,3 +92,21 @@ def check_frame_labels(
                     f"{label_path}, line {line_number}: label {unknown!r} of utterance {name} "
                     "is not in the label dictionary"
                 )
+
+
+def select_label_lines(source_manifest: str, source_labels: str, target_manifest: str) -> List[str]:
+    """The label lines of ``source_labels`` (one per line of ``source_manifest``) for the
+    utterances of ``target_manifest``, in its order: labels made once for a whole corpus,
+    given to one of its splits."""
+    source = read_manifest(source_manifest)
+    by_audio = dict(zip((os.path.join(source.root, name) for name in source.names),
+                        read_label_lines(source_labels, source)))
+    target = read_manifest(target_manifest)
+    selected = []
+    for name in target.names:
+        line = by_audio.get(os.path.join(target.root, name))
+        if line is None:
+            raise FleaInputError(f"{target_manifest}: {name} is not in {source_manifest}, so {source_labels} "
+                                 "has no labels for it")
+        selected.append(line)
+    return selected

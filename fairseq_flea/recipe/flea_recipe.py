@@ -2,43 +2,42 @@
 
 Stages (``--stage``/``--stop-stage``):
   0  manifests: five leave-one-session-out folds (or a CSV corpus's folds)
-  1  TAPT: labels from the released HuBERT + k-means (1a), continued pretraining (1b),
-     mean-pooling fine-tuning (1c, also the TAPT row of Table 1)
-  2  pseudo-emotion labels: layer L of the 1c model, k-means with K clusters
+  1  TAPT: labels of the whole corpus from the released HuBERT + k-means, once (1a);
+     continued pretraining per fold (1b); mean-pooling fine-tuning per direction (1c, also
+     the TAPT row of Table 1)
+  2  pseudo-emotion labels: layer L of the 1c model dumped once, k-means with each K
   3  CPT: masked prediction on those labels, from the TAPT checkpoint
   4  FLEA fine-tuning with each pooling
   5  evaluation on each fold's test speaker, and the Table-1 file
 
-Every step writes ``.done`` into its output directory when it finishes and is skipped when
-that file exists; an interrupted training step resumes from fairseq's checkpoint_last.pt,
-an interrupted feature or label step starts again (its outputs only appear when whole).
-The leakage guard checks what each pretraining, k-means and fine-tuning step trains on
-against the fold's valid and test splits before the step starts.
+Stage 0 runs first, in this process; the rest is a graph of steps (``steps.Step``), each
+done once: ``steps()`` builds it, a launcher (local or SLURM) runs what is not done. Every
+step writes ``.done`` into its output directory when it finishes; an interrupted training
+step resumes from fairseq's checkpoint_last.pt, an interrupted feature or label step starts
+again (its outputs only appear when whole). The leakage guard checks what each
+pretraining, k-means and fine-tuning step trains on against the fold's valid and test
+splits before the step starts.
 """
 
-import ctypes
 import logging
-import multiprocessing
 import os
-import signal
-import subprocess
-import sys
+import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple
 
-from fairseq_flea.io.atomic_files import write_text_atomically
-from fairseq_flea.io.errors import FleaInputError, FleaStepError, log_tool_progress
 from fairseq_flea.corpus.leakage import check_no_leakage, fold_held_out_manifests
 from fairseq_flea.evaluation.results_table import write_results_table
+from fairseq_flea.io.atomic_files import atomic_outputs
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.recipe.processes import hydra_train, run_in_own_process
+from fairseq_flea.recipe.steps import (Plan, Step, format_plan, is_done, mark_done, plan_steps,
+                                        remove_finished_scratch)
 
 logger = logging.getLogger(__name__)
 
-DONE_MARKER = ".done"
 PRETRAIN_SPLITS = ("train", "valid")
 DEFAULT_CONFIG_ROOT = Path(__file__).resolve().parents[2] / "config"
 PRECISION_OVERRIDES = {"fp16": ["common.fp16=true", "common.bf16=false"],
@@ -72,60 +71,22 @@ class RecipeConfig:
     seeds: Optional[List[int]] = None  # fine-tuning repeated with each seed; None: the config's
     stage: int = 0
     stop_stage: int = 5
-    jobs: int = 1  # folds run side by side (one per GPU, or per core pair)
+    gpus_per_step: int = 1  # GPUs of each training step (fairseq's own DDP when more than 1)
 
     def __post_init__(self):
         if (self.corpus_root is None) == (self.corpus_csv is None):
             raise FleaInputError("give exactly one corpus: an IEMOCAP root or a CSV")
+        if self.gpus_per_step < 1:
+            raise FleaInputError(f"--gpus-per-step must be at least 1, got {self.gpus_per_step}")
 
 
-def is_done(directory: str) -> bool:
-    return os.path.isfile(os.path.join(directory, DONE_MARKER))
-
-
-def mark_done(directory: str) -> None:
-    write_text_atomically(os.path.join(directory, DONE_MARKER), time.strftime("%Y-%m-%d %H:%M:%S\n"))
-
-
-T = TypeVar("T")
-# What steps that run in a process of their own import: the server forks each of them
-# with these modules loaded, so a step starts in milliseconds, not seconds.
-STEP_PROCESS_MODULES = ["fairseq_flea.units.layer_features", "fairseq_flea.units.kmeans", "fairseq_flea.evaluation.evaluate"]
-
-
-def run_in_own_process(action: Callable[[], T], description: str) -> T:
-    """Run ``action`` (picklable) in a child process and return its result.
-
-    Feature dumps, k-means and evaluation load models; in the recipe's own process their
-    GPU memory would stay with PyTorch's caching allocator through every later training
-    step. A child gives everything back to the system when it ends.
-    """
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(STEP_PROCESS_MODULES)
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=log_tool_progress) as pool:
-        try:
-            return pool.submit(action).result()
-        except BrokenProcessPool:
-            raise FleaStepError(f"{description}: its process ended abruptly (killed, or out of memory)") from None
-
-
-def run_step(
-    stage: int,
-    description: str,
-    directory: str,
-    action: Callable[[], object],
-    in_own_process: bool = False,
-    needs: Sequence[Tuple[str, str]] = (),
-) -> bool:
-    """Run ``action`` unless ``directory`` is done; returns whether it ran. ``needs``: (path,
-    the stage that makes it) of its inputs, checked first. Steps that load a model
-    (``in_own_process``) run in a child process (``run_in_own_process``)."""
+def run_step(stage: int, description: str, directory: str, action: Callable[[], object],
+             in_own_process: bool = False) -> bool:
+    """Run ``action`` here unless ``directory`` is done; returns whether it ran. For the
+    work outside the graph (stage 0, the demo's stand-in); ``in_own_process``: in a child."""
     if is_done(directory):
         logger.info(f"stage {stage} {description}: done already, skipped")
         return False
-    for path, made_by in needs:
-        if not os.path.exists(path):
-            raise FleaInputError(f"stage {stage} {description}: {path} is missing; {made_by} makes it, run that first")
     logger.info(f"stage {stage} {description}: running -> {directory}")
     start = time.time()
     os.makedirs(directory, exist_ok=True)
@@ -136,35 +97,6 @@ def run_step(
     mark_done(directory)
     logger.info(f"stage {stage} {description}: finished in {time.time() - start:.0f} s")
     return True
-
-
-PLUGIN_DIR = Path(__file__).resolve().parents[1]
-
-
-LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
-PR_SET_PDEATHSIG = 1
-
-
-def end_with_parent() -> None:
-    """In a child, before it runs: ask Linux to end it when its parent dies, even by kill -9,
-    so that a killed recipe leaves no training running (a no-op elsewhere). Runs between
-    fork and exec, so it imports nothing."""
-    if LIBC is not None:
-        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def hydra_train(config_dir: str, config_name: str, overrides: Sequence[str], log_path: str) -> None:
-    """fairseq-hydra-train of this environment, with the installed plugin from any working
-    directory; its output goes to ``log_path``; it ends if the calling process dies."""
-    command = [str(Path(sys.executable).parent / "fairseq-hydra-train"),
-               "--config-dir", config_dir, "--config-name", config_name,
-               f"common.user_dir={PLUGIN_DIR}", *overrides]
-    with open(log_path, "a") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=end_with_parent)
-    if finished.returncode != 0:
-        with open(log_path) as log:
-            last_lines = log.read().strip().splitlines()[-3:]
-        raise FleaStepError(f"fairseq-hydra-train {config_name} failed (see {log_path}): {' | '.join(last_lines)}")
 
 
 class FleaRecipe:
@@ -219,27 +151,118 @@ class FleaRecipe:
             raise FleaInputError(f"{self.data}: no fold directories; run stage 0 first")
         return found
 
-    # Stages ------------------------------------------------------------------
-    def run(self) -> None:
-        """Stage 0, then stages 1-5 for each fold (``jobs`` folds at a time), then the table."""
+    def grid(self) -> List[tuple]:
+        return [(layer, clusters) for layer in self.cfg.layers for clusters in self.cfg.clusters]
+
+    # The graph ------------------------------------------------------------------
+    def step(self, stage: int, description: str, output_dir: str, action: Callable[[], object],
+             after: Sequence[str] = (), gpus: int = 0, scratch: bool = False, trains: bool = False) -> Step:
+        return Step(name=os.path.relpath(output_dir, self.work), stage=stage, description=description,
+                    output_dir=output_dir, action=action, after=list(after), gpus=gpus, scratch=scratch,
+                    trains=trains)
+
+    def steps(self, folds: Sequence[int]) -> List[Step]:
+        """Every step of stages 1-5 for ``folds``, each once, in dependency order.
+
+        GPUs: a training step takes ``gpus_per_step``, a step that runs a model (feature
+        dumps, evaluation) one, the rest none."""
+        train_gpus = self.cfg.gpus_per_step
+        corpus_labels = self.step(1, "TAPT labels of the whole corpus", os.path.join(self.work, "tapt_labels"),
+                                  partial(self.corpus_tapt_labels, os.path.join(self.work, "tapt_labels")), gpus=1)
+        steps = [corpus_labels]
+        for fold in folds:
+            work = self.fold_work(fold)
+            fold_labels = self.step(1, f"fold {fold} TAPT labels", os.path.join(work, "tapt_labels"), partial(
+                self.fold_tapt_labels, fold, corpus_labels.output_dir, os.path.join(work, "tapt_labels")),
+                after=[corpus_labels.name])
+            tapt = self.step(1, f"fold {fold} TAPT pretraining", os.path.join(work, "tapt"), partial(
+                self.pretrain, fold, self.cfg.tapt_config, fold_labels.output_dir, self.cfg.hubert_checkpoint,
+                os.path.join(work, "tapt")), after=[fold_labels.name], gpus=train_gpus, trains=True)
+            steps += [fold_labels, tapt]
+            tapt_checkpoint = os.path.join(tapt.output_dir, "checkpoint_last.pt")
+            for direction in self.cfg.directions:
+                steps += self.direction_steps(fold, direction, tapt, tapt_checkpoint)
+        return steps
+
+    def direction_steps(self, fold: int, direction: str, tapt: Step, tapt_checkpoint: str) -> List[Step]:
+        from fairseq_flea.corpus.folds import write_direction
+
+        train_gpus = self.cfg.gpus_per_step
+        data = self.direction_data(fold, direction)
+        splits = self.step(1, f"fold {fold} {direction} splits", data, partial(
+            write_direction, self.fold_data(fold), direction))
+        steps, models = [splits], []
+        for seed, run in self.seed_runs(self.direction_work(fold, direction), "tapt_mean"):
+            models.append(self.step(1, f"fold {fold} {direction} TAPT fine-tuning (mean pooling){seed_label(seed)}", run,
+                                    partial(self.finetune, fold, direction, "mean", tapt_checkpoint, run, seed),
+                                    after=[tapt.name, splits.name], gpus=train_gpus, trains=True))
+        steps += models
+        classifier = models[0]  # the first seed's: its layers are clustered
+        for layer in self.cfg.layers:
+            features = self.step(2, f"fold {fold} {direction} layer {layer} features",
+                                 os.path.join(self.direction_work(fold, direction), f"L{layer}_features"), partial(
+                                     self.dump_pretrain_features, fold, self.tapt_classifier(fold, direction), layer,
+                                     os.path.join(self.direction_work(fold, direction), f"L{layer}_features"), data),
+                                 after=[classifier.name], gpus=1, scratch=True)
+            steps.append(features)
+            for clusters in self.cfg.clusters:
+                grid_dir = self.grid_dir(fold, direction, layer, clusters)
+                where = f"fold {fold} {direction} layer {layer} K={clusters}"
+                labels = self.step(2, f"{where} labels", os.path.join(grid_dir, "labels"), partial(
+                    self.cluster_labels, fold, features.output_dir, os.path.join(grid_dir, "labels"), clusters),
+                    after=[features.name])
+                cpt = self.step(3, f"{where} CPT", os.path.join(grid_dir, "cpt"), partial(
+                    self.pretrain, fold, self.cfg.cpt_config, labels.output_dir, tapt_checkpoint,
+                    os.path.join(grid_dir, "cpt")), after=[labels.name, tapt.name], gpus=train_gpus, trains=True)
+                steps += [labels, cpt]
+                cpt_checkpoint = os.path.join(cpt.output_dir, "checkpoint_last.pt")
+                for pooling in self.cfg.poolings:
+                    for seed, run in self.seed_runs(grid_dir, pooling):
+                        model = self.step(4, f"{where} {pooling} fine-tuning{seed_label(seed)}", run, partial(
+                            self.finetune, fold, direction, pooling, cpt_checkpoint, run, seed),
+                            after=[cpt.name, splits.name], gpus=train_gpus, trains=True)
+                        steps.append(model)
+                        models.append(model)
+        for model in models:
+            out_dir = os.path.join(model.output_dir, "eval_test")
+            steps.append(self.step(5, f"fold {fold} evaluation of {model.name}", out_dir, partial(
+                self.evaluate, os.path.join(model.output_dir, "checkpoint_best.pt"), data, out_dir),
+                after=[model.name], gpus=1))
+        return steps
+
+    def plan(self) -> Tuple[List[Step], Plan]:
+        """The graph of the configured folds, and what of it ``stage..stop_stage`` would run."""
+        steps = self.steps(self.folds())
+        return steps, plan_steps(steps, max(1, self.cfg.stage), self.cfg.stop_stage)
+
+    def run(self, launcher, dry_run: bool = False) -> None:
+        """Stage 0 here, then the planned steps through ``launcher``, then the table."""
         if self.cfg.stage <= 0 <= self.cfg.stop_stage:
+            if dry_run and not is_done(self.data):
+                logger.info(f"stage 0 manifests: would run -> {self.data}; the folds' steps are listed once it has run")
+                return
             self.stage0_manifests()
-        fold_stages = [self.stage1_tapt, self.stage2_pseudo_labels, self.stage3_cpt,
-                       self.stage4_flea_finetune, self.stage5_evaluate]
-        selected = [stage for number, stage in enumerate(fold_stages, start=1)
-                    if self.cfg.stage <= number <= self.cfg.stop_stage]
-
-        def run_fold(fold: int) -> None:
-            for stage in selected:
-                stage(fold)
-
-        folds = self.folds() if selected else []
-        with ThreadPoolExecutor(max_workers=max(1, self.cfg.jobs)) as pool:
-            for finished in [pool.submit(run_fold, fold) for fold in folds]:
-                finished.result()  # re-raises the first failure
-        if self.cfg.stage <= 5 <= self.cfg.stop_stage:
+        if self.cfg.stop_stage < 1:
+            return
+        steps, plan = self.plan()
+        if dry_run:
+            logger.info("\n" + format_plan(steps, plan, self.work))
+            return
+        if plan.steps:
+            report = launcher.run(steps, plan)
+        else:
+            logger.info("every selected step is done already, skipped")
+            report = None
+        for name in remove_finished_scratch(steps):
+            logger.info(f"removed {name}: every step that reads it is done")
+        if self.cfg.stop_stage >= 5 and any(is_done(os.path.join(model, "eval_test"))
+                                            for fold in self.folds() for direction in self.cfg.directions
+                                            for model in self.finetuned_models(fold, direction)):
             logger.info("\n" + write_results_table(self.work))
+        if report is not None:
+            report.raise_if_failed()
 
+    # Step actions ------------------------------------------------------------------
     def stage0_manifests(self) -> None:
         def prepare() -> None:
             if self.cfg.corpus_root is not None:
@@ -259,27 +282,52 @@ class FleaRecipe:
     def pretrain_manifests(self, fold: int) -> List[str]:
         return [os.path.join(self.fold_data(fold), "pretrain", f"{split}.tsv") for split in PRETRAIN_SPLITS]
 
-    def frame_labels(
-        self,
-        fold: int,
-        label_dir: str,
-        dump_split_features: Callable[[str, str, str], None],
-        kmeans_path: Optional[str] = None,
-        clusters: Optional[int] = None,
-        kmeans_backend: Optional[str] = None,
-        kmeans_options: Optional[dict] = None,
-    ) -> None:
-        """Features of the fold's pretraining splits (``dump_split_features(pretrain_dir,
-        split, feature_dir)``), k-means learnt on its training split only (unless
-        ``kmeans_path`` is given; backend: the recipe's unless named), labels for both splits, merged."""
+    def corpus_tapt_labels(self, label_dir: str) -> None:
+        """Labels of every utterance (stage 0's all.tsv) from the released model and its
+        k-means: neither depends on a fold, so the corpus is labelled once."""
+        from fairseq_flea.units.kmeans import dump_km_labels, merge_km_labels
+        from fairseq_flea.units.layer_features import dump_layer_features
+
+        feature_dir = os.path.join(label_dir, "features")
+        dump_layer_features(self.data, "all", self.cfg.hubert_checkpoint, self.cfg.tapt_label_layer, 1, 0, feature_dir)
+        dump_km_labels(feature_dir, "all", self.cfg.hubert_kmeans, 1, 0, label_dir)
+        merge_km_labels(label_dir, "all", 1, self.cfg.hubert_kmeans)
+        shutil.rmtree(feature_dir)  # large, and no longer needed once labels exist
+
+    def fold_tapt_labels(self, fold: int, corpus_label_dir: str, label_dir: str) -> None:
+        """The corpus's TAPT labels of the fold's pretraining splits, in their order."""
+        from fairseq_flea.io.manifest import select_label_lines
+
+        self.guard(fold, self.pretrain_manifests(fold))
+        for split, manifest in zip(PRETRAIN_SPLITS, self.pretrain_manifests(fold)):
+            lines = select_label_lines(os.path.join(self.data, "all.tsv"), os.path.join(corpus_label_dir, "all.km"),
+                                       manifest)
+            with atomic_outputs(os.path.join(label_dir, f"{split}.km")) as (partial_path,):
+                Path(partial_path).write_text("".join(line + "\n" for line in lines))
+        shutil.copyfile(os.path.join(corpus_label_dir, "dict.km.txt"), os.path.join(label_dir, "dict.km.txt"))
+
+    def dump_pretrain_features(self, fold: int, checkpoint: str, layer: int, feature_dir: str,
+                               selected_on: Optional[str] = None) -> None:
+        """Layer ``layer`` of ``checkpoint`` over the fold's pretraining splits; a classifier
+        must have been selected on the validation split of ``selected_on`` (its direction)."""
+        from fairseq_flea.units.layer_features import dump_layer_features
+
+        if selected_on is not None:
+            check_selected_on(checkpoint, selected_on)
+        self.guard(fold, self.pretrain_manifests(fold))
+        for split in PRETRAIN_SPLITS:
+            dump_layer_features(os.path.join(self.fold_data(fold), "pretrain"), split, checkpoint, layer, 1, 0,
+                                feature_dir)
+
+    def cluster_labels(self, fold: int, feature_dir: str, label_dir: str, clusters: Optional[int] = None,
+                       kmeans_path: Optional[str] = None, kmeans_backend: Optional[str] = None,
+                       kmeans_options: Optional[dict] = None) -> None:
+        """k-means learnt on the fold's training split only (unless ``kmeans_path`` is
+        given; backend: the recipe's unless named), labels for both pretraining splits, merged."""
         from fairseq_flea.units.kmeans import (check_cluster_count, dump_km_labels, learn_kmeans, load_features,
                                                merge_km_labels, save_kmeans)
 
         self.guard(fold, self.pretrain_manifests(fold))
-        pretrain_dir = os.path.join(self.fold_data(fold), "pretrain")
-        feature_dir = os.path.join(label_dir, "features")
-        for split in PRETRAIN_SPLITS:
-            dump_split_features(pretrain_dir, split, feature_dir)
         if kmeans_path is None:
             kmeans_path = os.path.join(label_dir, f"kmeans_{clusters}.bin")
             features = load_features(feature_dir, "train", 1)
@@ -289,27 +337,43 @@ class FleaRecipe:
         for split in PRETRAIN_SPLITS:
             dump_km_labels(feature_dir, split, kmeans_path, 1, 0, label_dir)
             merge_km_labels(label_dir, split, 1, kmeans_path)
-        for path in Path(feature_dir).glob("*"):
-            path.unlink()  # features are large and no longer needed once labels exist
 
-    def layer_frame_labels(self, fold: int, checkpoint: str, layer: int, label_dir: str,
-                           kmeans_path: Optional[str] = None, clusters: Optional[int] = None,
-                           selected_on: Optional[str] = None) -> None:
-        """Frame labels from transformer layer ``layer`` of ``checkpoint``; a classifier must
-        have been selected on the validation split of ``selected_on`` (its direction)."""
+    def frame_labels(self, fold: int, label_dir: str, dump_split_features: Callable[[str, str, str], None],
+                     clusters: Optional[int] = None, kmeans_backend: Optional[str] = None,
+                     kmeans_options: Optional[dict] = None) -> None:
+        """Features and labels in one go (the demo's stand-in): ``dump_split_features(pretrain_dir,
+        split, feature_dir)`` for each pretraining split, then ``cluster_labels``."""
+        self.guard(fold, self.pretrain_manifests(fold))
+        feature_dir = os.path.join(label_dir, "features")
+        for split in PRETRAIN_SPLITS:
+            dump_split_features(os.path.join(self.fold_data(fold), "pretrain"), split, feature_dir)
+        self.cluster_labels(fold, feature_dir, label_dir, clusters, kmeans_backend=kmeans_backend,
+                            kmeans_options=kmeans_options)
+        shutil.rmtree(feature_dir)
+
+    def layer_frame_labels(self, fold: int, checkpoint: str, layer: int, label_dir: str, clusters: int) -> None:
+        """Frame labels with ``clusters`` clusters of transformer layer ``layer`` of ``checkpoint``."""
         from fairseq_flea.units.layer_features import dump_layer_features
 
-        if selected_on is not None:
-            check_selected_on(checkpoint, selected_on)
         self.frame_labels(fold, label_dir, lambda pretrain_dir, split, feature_dir: dump_layer_features(
-            pretrain_dir, split, checkpoint, layer, 1, 0, feature_dir), kmeans_path, clusters)
+            pretrain_dir, split, checkpoint, layer, 1, 0, feature_dir), clusters)
+
+    def evaluate(self, checkpoint: str, data: str, out_dir: str) -> None:
+        from fairseq_flea.evaluation.evaluate import evaluate_split
+
+        evaluate_split(checkpoint, data, "test", out_dir)
+
+    def training_overrides(self) -> List[str]:
+        world = [f"distributed_training.distributed_world_size={self.cfg.gpus_per_step}"] \
+            if self.cfg.gpus_per_step > 1 else []
+        return [*world, *self.cfg.overrides]
 
     def pretrain(self, fold: int, config: str, label_dir: str, init_from: str, save_dir: str) -> None:
         self.guard(fold, self.pretrain_manifests(fold))
         hydra_train(os.path.join(self.cfg.config_root, "pretrain"), config, [
             f"task.data={os.path.join(self.fold_data(fold), 'pretrain')}",
             f"task.label_dir={label_dir}", "task.labels=[km]", f"task.init_from={init_from}",
-            f"checkpoint.save_dir={save_dir}", *self.cfg.overrides, *self.cfg.pretrain_overrides,
+            f"checkpoint.save_dir={save_dir}", *self.training_overrides(), *self.cfg.pretrain_overrides,
         ], os.path.join(save_dir, "train.log"))
 
     def finetune(self, fold: int, direction: str, pooling: str, w2v_path: str, save_dir: str,
@@ -318,71 +382,8 @@ class FleaRecipe:
         self.guard(fold, [os.path.join(data, "train.tsv")])
         hydra_train(os.path.join(self.cfg.config_root, "finetune"), self.cfg.finetune_configs[pooling], [
             f"task.data={data}", f"model.w2v_path={w2v_path}", f"checkpoint.save_dir={save_dir}",
-            *([] if seed is None else [f"common.seed={seed}"]), *self.cfg.overrides, *self.cfg.finetune_overrides,
+            *([] if seed is None else [f"common.seed={seed}"]), *self.training_overrides(), *self.cfg.finetune_overrides,
         ], os.path.join(save_dir, "train.log"))
-
-    def grid(self) -> List[tuple]:
-        return [(layer, clusters) for layer in self.cfg.layers for clusters in self.cfg.clusters]
-
-    def stage1_tapt(self, fold: int) -> None:
-        from fairseq_flea.corpus.folds import write_direction
-
-        work = self.fold_work(fold)
-        labels, tapt = os.path.join(work, "tapt_labels"), os.path.join(work, "tapt")
-        run_step(1, f"fold {fold} TAPT labels", labels, partial(
-            self.layer_frame_labels, fold, self.cfg.hubert_checkpoint, self.cfg.tapt_label_layer, labels,
-            self.cfg.hubert_kmeans), in_own_process=True)
-        run_step(1, f"fold {fold} TAPT pretraining", tapt, partial(
-            self.pretrain, fold, self.cfg.tapt_config, labels, self.cfg.hubert_checkpoint, tapt))
-        for direction in self.cfg.directions:
-            run_step(1, f"fold {fold} {direction} splits", self.direction_data(fold, direction), partial(
-                write_direction, self.fold_data(fold), direction))
-            for seed, run in self.seed_runs(self.direction_work(fold, direction), "tapt_mean"):
-                run_step(1, f"fold {fold} {direction} TAPT fine-tuning (mean pooling){seed_label(seed)}", run, partial(
-                    self.finetune, fold, direction, "mean", os.path.join(tapt, "checkpoint_last.pt"), run, seed))
-
-    def stage2_pseudo_labels(self, fold: int) -> None:
-        for direction in self.cfg.directions:
-            for layer, clusters in self.grid():
-                labels = os.path.join(self.grid_dir(fold, direction, layer, clusters), "labels")
-                run_step(2, f"fold {fold} {direction} layer {layer} K={clusters} labels", labels, partial(
-                    self.layer_frame_labels, fold, self.tapt_classifier(fold, direction), layer, labels,
-                    clusters=clusters, selected_on=self.direction_data(fold, direction)), in_own_process=True,
-                    needs=[(self.tapt_classifier(fold, direction), "stage 1 (TAPT fine-tuning)")])
-
-    def stage3_cpt(self, fold: int) -> None:
-        tapt = os.path.join(self.fold_work(fold), "tapt", "checkpoint_last.pt")
-        for direction in self.cfg.directions:
-            for layer, clusters in self.grid():
-                grid_dir = self.grid_dir(fold, direction, layer, clusters)
-                cpt = os.path.join(grid_dir, "cpt")
-                labels = os.path.join(grid_dir, "labels")
-                run_step(3, f"fold {fold} {direction} layer {layer} K={clusters} CPT", cpt, partial(
-                    self.pretrain, fold, self.cfg.cpt_config, labels, tapt, cpt),
-                    needs=[(tapt, "stage 1 (TAPT pretraining)"), (os.path.join(labels, DONE_MARKER), "stage 2")])
-
-    def stage4_flea_finetune(self, fold: int) -> None:
-        for direction in self.cfg.directions:
-            for layer, clusters in self.grid():
-                grid_dir = self.grid_dir(fold, direction, layer, clusters)
-                for pooling in self.cfg.poolings:
-                    for seed, run in self.seed_runs(grid_dir, pooling):
-                        cpt = os.path.join(grid_dir, "cpt", "checkpoint_last.pt")
-                        run_step(4, f"fold {fold} {direction} layer {layer} K={clusters} {pooling} fine-tuning"
-                                    f"{seed_label(seed)}", run, partial(
-                                        self.finetune, fold, direction, pooling, cpt, run, seed),
-                                 needs=[(cpt, "stage 3 (CPT)")])
-
-    def stage5_evaluate(self, fold: int) -> None:
-        from fairseq_flea.evaluation.evaluate import evaluate_split
-
-        for direction in self.cfg.directions:
-            for model_dir in self.finetuned_models(fold, direction):
-                out_dir = os.path.join(model_dir, "eval_test")
-                checkpoint = os.path.join(model_dir, "checkpoint_best.pt")
-                run_step(5, f"fold {fold} evaluation of {os.path.relpath(model_dir, self.work)}", out_dir, partial(
-                    evaluate_split, checkpoint, self.direction_data(fold, direction), "test", out_dir),
-                    in_own_process=True, needs=[(checkpoint, "stage 1 or 4 (fine-tuning)")])
 
 
 def seed_label(seed: Optional[int]) -> str:

@@ -4,8 +4,13 @@
     python recipes/iemocap/run.py --iemocap IEMOCAP_full_release --work-dir exp/iemocap \
         --hubert hubert_base_ls960.pt --hubert-kmeans hubert_base_ls960_L9_km500.bin
 
-Re-running skips finished steps; --stage/--stop-stage select stages; the Table-1-style
-results land in WORK_DIR/results.md.
+Re-running skips finished steps; --stage/--stop-stage select stages; --dry-run prints the
+graph of steps and what would run; the Table-1-style results land in WORK_DIR/results.md.
+
+Launchers: --launcher local (default) runs independent steps side by side, one per free GPU
+(--devices, --gpus-per-step) or CPU slot (--cpu-jobs); --launcher slurm submits every step
+as a SLURM job (submitit) with afterok dependencies (--slurm-* options or --slurm-config
+YAML) and waits for them.
 """
 
 import argparse
@@ -13,6 +18,7 @@ import shlex
 
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.recipe.flea_recipe import PRECISION_OVERRIDES, FleaRecipe, RecipeConfig
+from fairseq_flea.recipe.launchers import LAUNCHERS, add_launcher_options, build_launcher
 
 
 def main() -> None:
@@ -40,26 +46,27 @@ def main() -> None:
     parser.add_argument("--attention-config", default="ser_attention_base")
     parser.add_argument("--precision", choices=sorted(PRECISION_OVERRIDES), default="fp16",
                         help="fp16/bf16 on GPUs; fp32 on CPUs")
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs per training step (fairseq's DDP)")
-    parser.add_argument("--jobs", type=int, default=1, help="folds run side by side")
+    parser.add_argument("--gpus-per-step", type=int, default=1, help="GPUs of each training step (fairseq's DDP)")
+    parser.add_argument("--dry-run", action="store_true", help="print the steps, what is done and what would run")
+    parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local")
+    add_launcher_options(parser)
     parser.add_argument("--overrides", default="", help="extra fairseq-hydra-train overrides for every training step")
     parser.add_argument("--pretrain-overrides", default="", help="... for TAPT and CPT only")
     parser.add_argument("--finetune-overrides", default="", help="... for fine-tuning only")
     args = parser.parse_args()
     log_tool_progress()
     overrides = [*PRECISION_OVERRIDES[args.precision], *shlex.split(args.overrides)]
-    if args.gpus > 1:
-        overrides.append(f"distributed_training.distributed_world_size={args.gpus}")
-    FleaRecipe(RecipeConfig(
+    recipe = FleaRecipe(RecipeConfig(
         work_dir=args.work_dir, hubert_checkpoint=args.hubert, hubert_kmeans=args.hubert_kmeans,
         corpus_root=args.iemocap, corpus_csv=args.corpus_csv, folds=args.folds, layers=args.layers,
         clusters=args.clusters, poolings=args.poolings, tapt_label_layer=args.tapt_label_layer,
         kmeans_backend=args.kmeans_backend, tapt_config=args.tapt_config, cpt_config=args.cpt_config,
         finetune_configs={"mean": args.mean_config, "attention": args.attention_config},
         overrides=overrides, pretrain_overrides=shlex.split(args.pretrain_overrides),
-        finetune_overrides=shlex.split(args.finetune_overrides), stage=args.stage, stop_stage=args.stop_stage, jobs=args.jobs,
-        directions=args.directions, seeds=args.seeds,
-    )).run()
+        finetune_overrides=shlex.split(args.finetune_overrides), stage=args.stage, stop_stage=args.stop_stage,
+        directions=args.directions, seeds=args.seeds, gpus_per_step=args.gpus_per_step,
+    ))
+    recipe.run(None if args.dry_run else build_launcher(args.launcher, recipe.work, args), dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,185 @@
+"""The recipe as a graph of steps: what each step makes, what it waits for, what it needs.
+
+A step's output is a directory; the step is done when its ``.done`` marker exists (written
+last, after everything else in it). Launchers (``local_launcher``, ``slurm_launcher``) run a
+``Plan``: the selected steps that are not done, in an order their dependencies allow.
+"""
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+from fairseq_flea.io.atomic_files import write_text_atomically
+from fairseq_flea.io.errors import FleaInputError, FleaStepError
+
+logger = logging.getLogger(__name__)
+
+DONE_MARKER = ".done"
+
+
+def is_done(directory: str) -> bool:
+    return os.path.isfile(os.path.join(directory, DONE_MARKER))
+
+
+def mark_done(directory: str) -> None:
+    write_text_atomically(os.path.join(directory, DONE_MARKER), time.strftime("%Y-%m-%d %H:%M:%S\n"))
+
+
+@dataclass
+class Step:
+    """One unit of work. ``name`` is its output directory relative to the work directory,
+    so names are unique and say where to look. ``action`` must pickle (a ``functools.partial``
+    of a module-level function or of a method of a picklable object): launchers run it in
+    another process, or on another machine."""
+
+    name: str
+    stage: int
+    description: str
+    output_dir: str
+    action: Callable[[], object]
+    after: List[str] = field(default_factory=list)  # names of the steps whose outputs it reads
+    gpus: int = 0  # GPUs it uses (fairseq's DDP for a training step); 0: CPU work
+    trains: bool = False  # a fairseq training run: hours, not minutes
+    # Outputs only its dependants read (layer features): removed once they are all done,
+    # and made again only if a dependant is to run.
+    scratch: bool = False
+
+    @property
+    def title(self) -> str:
+        return f"stage {self.stage} {self.description}"
+
+    def done(self) -> bool:
+        return is_done(self.output_dir)
+
+
+def run_step_action(step: Step) -> None:
+    """What every launcher runs for a step, wherever it runs: its action, then the marker."""
+    os.makedirs(step.output_dir, exist_ok=True)
+    step.action()
+    mark_done(step.output_dir)
+
+
+@dataclass
+class Plan:
+    """The steps to run (not done, selected, needed) and the dependencies among them."""
+
+    steps: List[Step]  # in dependency order
+    skipped_done: List[Step]
+
+    def dependencies(self, step: Step) -> List[Step]:
+        """Those of ``step``'s dependencies that are themselves in the plan."""
+        planned = {planned.name: planned for planned in self.steps}
+        return [planned[name] for name in step.after if name in planned]
+
+    def dependants(self, failed: Sequence[str]) -> List[Step]:
+        """Every planned step that waits, directly or not, for one of ``failed``."""
+        blocked, names = [], set(failed)
+        for step in self.steps:  # dependency order: a step's dependencies come before it
+            if any(name in names for name in step.after):
+                blocked.append(step)
+                names.add(step.name)
+        return blocked
+
+
+def check_graph(steps: Sequence[Step]) -> Dict[str, Step]:
+    """Steps by name; every dependency names an earlier step (so the list is in dependency order)."""
+    by_name: Dict[str, Step] = {}
+    for step in steps:
+        if step.name in by_name:
+            raise ValueError(f"two steps are named {step.name}")
+        for name in step.after:
+            if name not in by_name:
+                raise ValueError(f"step {step.name} waits for {name}, which is not an earlier step")
+        by_name[step.name] = step
+    return by_name
+
+
+def plan_steps(steps: Sequence[Step], first_stage: int, last_stage: int) -> Plan:
+    """The steps of stages ``first_stage..last_stage`` that are not done and are needed.
+
+    A step outside those stages that a planned step waits for must be done already: it is
+    named, with the stage that makes it. A scratch step runs only when a step that reads it
+    is planned.
+    """
+    by_name = check_graph(steps)
+    selected = [step for step in steps if first_stage <= step.stage <= last_stage]
+    pending = {step.name for step in selected if not step.done()}
+    readers: Dict[str, List[str]] = {}
+    for step in steps:
+        for name in step.after:
+            readers.setdefault(name, []).append(step.name)
+    planned: List[Step] = []
+    for step in reversed(selected):  # dependants first, so a scratch step sees whether it is read
+        if step.name not in pending:
+            continue
+        if step.scratch and not any(reader in {p.name for p in planned} for reader in readers.get(step.name, [])):
+            pending.discard(step.name)
+            continue
+        planned.append(step)
+    planned.reverse()
+    planned_names = {step.name for step in planned}
+    for step in planned:
+        for name in step.after:
+            dependency = by_name[name]
+            if name not in planned_names and not dependency.done():
+                raise FleaInputError(
+                    f"{step.title}: {dependency.output_dir} is missing; stage {dependency.stage} "
+                    f"({dependency.description}) makes it, run that first"
+                )
+    return Plan(planned, [step for step in selected if step.name not in planned_names])
+
+
+def remove_finished_scratch(steps: Sequence[Step]) -> List[str]:
+    """Delete the outputs of scratch steps whose readers are all done; returns their names."""
+    readers: Dict[str, List[Step]] = {}
+    for step in steps:
+        for name in step.after:
+            readers.setdefault(name, []).append(step)
+    removed = []
+    for step in steps:
+        if step.scratch and os.path.isdir(step.output_dir) and readers.get(step.name) \
+                and all(reader.done() for reader in readers[step.name]):
+            shutil.rmtree(step.output_dir)
+            removed.append(step.name)
+    return removed
+
+
+def format_plan(steps: Sequence[Step], plan: Plan, work_dir: str) -> str:
+    """``--dry-run``: one line per step of the graph: state, resources, name, dependencies."""
+    planned = {step.name for step in plan.steps}
+    lines = [f"{'state':<9}{'stage':<7}{'GPUs':<6}step (under {work_dir})  <- waits for"]
+    for step in steps:
+        state = "run" if step.name in planned else ("done" if step.done() else ("removed" if step.scratch else "-"))
+        waits = f"  <- {', '.join(step.after)}" if step.after else ""
+        lines.append(f"{state:<9}{step.stage:<7}{step.gpus:<6}{step.name}{waits}")
+    gpu_steps = sum(1 for step in plan.steps if step.gpus)
+    lines.append(f"{len(plan.steps)} of {len(steps)} steps would run ({gpu_steps} on GPUs); "
+                 f"{sum(1 for step in steps if step.done())} are done")
+    return "\n".join(lines)
+
+
+@dataclass
+class RunReport:
+    finished: List[str] = field(default_factory=list)
+    failed: Dict[str, str] = field(default_factory=dict)  # name: one-line reason
+    not_run: List[str] = field(default_factory=list)  # waited for a failed step
+
+    def raise_if_failed(self) -> None:
+        if not self.failed:
+            return
+        first, reason = next(iter(self.failed.items()))
+        raise FleaStepError(
+            f"{len(self.failed)} step(s) failed, {len(self.not_run)} waiting for them did not run "
+            f"(each is logged above); the first: {first}: {reason}"
+        )
+
+
+def log_step_outcome(step: Step, seconds: Optional[float], error: Optional[str]) -> None:
+    if error is None:
+        logger.info(f"{step.title}: finished in {seconds:.0f} s")
+    else:
+        logger.error(f"{step.title}: failed: {error}")
+
