@@ -2,13 +2,14 @@
 
 import itertools
 import json
+import re
 from functools import partial
 
 import pytest
 
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.recipe.local_launcher import LocalLauncher
-from fairseq_flea.recipe.steps import Step, format_plan, mark_done, plan_steps, remove_finished_scratch
+from fairseq_flea.recipe.steps import Step, format_plan, format_stage_costs, mark_done, plan_steps, remove_finished_scratch
 from launcher_probe import fail, record_devices
 
 
@@ -44,6 +45,8 @@ def test_steps_share_the_devices_without_overlap(tmp_path, monkeypatch):
     assert overlapping >= 2  # three devices: steps ran side by side
     assert all((tmp_path / "work" / step.name / ".done").is_file() for step in steps)
     assert (tmp_path / "logs" / "two_gpus.log").is_file()
+    costs = format_stage_costs(steps)  # every step's time came back in its marker
+    assert re.search(r"\| 2 \| stage 2 \| 6 \| 6 \| 0 \| 0\.00 \| 0\.00 \|", costs), costs
 
 
 def test_a_failed_step_stops_only_its_dependants(tmp_path):

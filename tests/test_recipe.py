@@ -153,6 +153,13 @@ def test_stages_out_of_order_say_what_is_missing(iemocap_tree, released_stand_in
     assert fresh.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'data'}: no fold manifests yet; stage 0 writes them (--stage 0)")
     assert_succeeded(run_python_tool(*base, "--stop-stage", 0))
+    dry = run_python_tool(*base, "--dry-run")
+    assert_succeeded(dry)
+    # 1 fold, 2 directions, 3 layers x 3 K, 2 poolings: each step once
+    assert "123 of 123 steps would run (102 on GPUs); 0 are done" in dry.stdout
+    assert re.search(r"\nrun +3 +1 +fold1/FM/L6_K50/cpt  <- fold1/FM/L6_K50/labels, fold1/tapt\n", dry.stdout)
+    assert re.search(r"\nrun +2 +1 +fold1/MF/L9_features  <- fold1/MF/tapt_mean\n", dry.stdout)
+    assert not (tmp_path / "fold1").exists() and not (tmp_path / "tapt_labels").exists()
     skipped_ahead = run_python_tool(*base, "--stage", 3)
     assert skipped_ahead.returncode == 1
     assert skipped_ahead.stderr.strip().splitlines()[-1] == (

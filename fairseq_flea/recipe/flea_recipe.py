@@ -33,7 +33,7 @@ from fairseq_flea.evaluation.results_table import write_results_table
 from fairseq_flea.io.atomic_files import atomic_outputs
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.recipe.processes import hydra_train, run_in_own_process
-from fairseq_flea.recipe.steps import (Plan, Step, format_plan, is_done, mark_done, plan_steps,
+from fairseq_flea.recipe.steps import (Plan, Step, format_plan, format_stage_costs, is_done, mark_done, plan_steps,
                                         remove_finished_scratch)
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def run_step(stage: int, description: str, directory: str, action: Callable[[], 
         run_in_own_process(action, f"stage {stage} {description}")
     else:
         action()
-    mark_done(directory)
+    mark_done(directory, time.time() - start)
     logger.info(f"stage {stage} {description}: finished in {time.time() - start:.0f} s")
     return True
 
@@ -156,10 +156,11 @@ class FleaRecipe:
 
     # The graph ------------------------------------------------------------------
     def step(self, stage: int, description: str, output_dir: str, action: Callable[[], object],
-             after: Sequence[str] = (), gpus: int = 0, scratch: bool = False, trains: bool = False) -> Step:
+             kind: str, after: Sequence[str] = (), gpus: int = 0, scratch: bool = False,
+             trains: bool = False) -> Step:
         return Step(name=os.path.relpath(output_dir, self.work), stage=stage, description=description,
                     output_dir=output_dir, action=action, after=list(after), gpus=gpus, scratch=scratch,
-                    trains=trains)
+                    trains=trains, kind=kind)
 
     def steps(self, folds: Sequence[int]) -> List[Step]:
         """Every step of stages 1-5 for ``folds``, each once, in dependency order.
@@ -168,16 +169,18 @@ class FleaRecipe:
         dumps, evaluation) one, the rest none."""
         train_gpus = self.cfg.gpus_per_step
         corpus_labels = self.step(1, "TAPT labels of the whole corpus", os.path.join(self.work, "tapt_labels"),
-                                  partial(self.corpus_tapt_labels, os.path.join(self.work, "tapt_labels")), gpus=1)
+                                  partial(self.corpus_tapt_labels, os.path.join(self.work, "tapt_labels")),
+                                  "TAPT labels, corpus", gpus=1)
         steps = [corpus_labels]
         for fold in folds:
             work = self.fold_work(fold)
             fold_labels = self.step(1, f"fold {fold} TAPT labels", os.path.join(work, "tapt_labels"), partial(
                 self.fold_tapt_labels, fold, corpus_labels.output_dir, os.path.join(work, "tapt_labels")),
-                after=[corpus_labels.name])
+                "TAPT labels, fold", after=[corpus_labels.name])
             tapt = self.step(1, f"fold {fold} TAPT pretraining", os.path.join(work, "tapt"), partial(
                 self.pretrain, fold, self.cfg.tapt_config, fold_labels.output_dir, self.cfg.hubert_checkpoint,
-                os.path.join(work, "tapt")), after=[fold_labels.name], gpus=train_gpus, trains=True)
+                os.path.join(work, "tapt")), "TAPT pretraining", after=[fold_labels.name], gpus=train_gpus,
+                trains=True)
             steps += [fold_labels, tapt]
             tapt_checkpoint = os.path.join(tapt.output_dir, "checkpoint_last.pt")
             for direction in self.cfg.directions:
@@ -190,12 +193,13 @@ class FleaRecipe:
         train_gpus = self.cfg.gpus_per_step
         data = self.direction_data(fold, direction)
         splits = self.step(1, f"fold {fold} {direction} splits", data, partial(
-            write_direction, self.fold_data(fold), direction))
+            write_direction, self.fold_data(fold), direction), "direction splits")
         steps, models = [splits], []
         for seed, run in self.seed_runs(self.direction_work(fold, direction), "tapt_mean"):
             models.append(self.step(1, f"fold {fold} {direction} TAPT fine-tuning (mean pooling){seed_label(seed)}", run,
                                     partial(self.finetune, fold, direction, "mean", tapt_checkpoint, run, seed),
-                                    after=[tapt.name, splits.name], gpus=train_gpus, trains=True))
+                                    "TAPT fine-tuning", after=[tapt.name, splits.name], gpus=train_gpus,
+                                    trains=True))
         steps += models
         classifier = models[0]  # the first seed's: its layers are clustered
         for layer in self.cfg.layers:
@@ -203,31 +207,32 @@ class FleaRecipe:
                                  os.path.join(self.direction_work(fold, direction), f"L{layer}_features"), partial(
                                      self.dump_pretrain_features, fold, self.tapt_classifier(fold, direction), layer,
                                      os.path.join(self.direction_work(fold, direction), f"L{layer}_features"), data),
-                                 after=[classifier.name], gpus=1, scratch=True)
+                                 "layer features", after=[classifier.name], gpus=1, scratch=True)
             steps.append(features)
             for clusters in self.cfg.clusters:
                 grid_dir = self.grid_dir(fold, direction, layer, clusters)
                 where = f"fold {fold} {direction} layer {layer} K={clusters}"
                 labels = self.step(2, f"{where} labels", os.path.join(grid_dir, "labels"), partial(
                     self.cluster_labels, fold, features.output_dir, os.path.join(grid_dir, "labels"), clusters),
-                    after=[features.name])
+                    "k-means labels", after=[features.name])
                 cpt = self.step(3, f"{where} CPT", os.path.join(grid_dir, "cpt"), partial(
                     self.pretrain, fold, self.cfg.cpt_config, labels.output_dir, tapt_checkpoint,
-                    os.path.join(grid_dir, "cpt")), after=[labels.name, tapt.name], gpus=train_gpus, trains=True)
+                    os.path.join(grid_dir, "cpt")), "CPT", after=[labels.name, tapt.name], gpus=train_gpus,
+                    trains=True)
                 steps += [labels, cpt]
                 cpt_checkpoint = os.path.join(cpt.output_dir, "checkpoint_last.pt")
                 for pooling in self.cfg.poolings:
                     for seed, run in self.seed_runs(grid_dir, pooling):
                         model = self.step(4, f"{where} {pooling} fine-tuning{seed_label(seed)}", run, partial(
                             self.finetune, fold, direction, pooling, cpt_checkpoint, run, seed),
-                            after=[cpt.name, splits.name], gpus=train_gpus, trains=True)
+                            "FLEA fine-tuning", after=[cpt.name, splits.name], gpus=train_gpus, trains=True)
                         steps.append(model)
                         models.append(model)
         for model in models:
             out_dir = os.path.join(model.output_dir, "eval_test")
             steps.append(self.step(5, f"fold {fold} evaluation of {model.name}", out_dir, partial(
                 self.evaluate, os.path.join(model.output_dir, "checkpoint_best.pt"), data, out_dir),
-                after=[model.name], gpus=1))
+                "evaluation", after=[model.name], gpus=1))
         return steps
 
     def plan(self) -> Tuple[List[Step], Plan]:
@@ -247,6 +252,7 @@ class FleaRecipe:
         steps, plan = self.plan()
         if dry_run:
             logger.info("\n" + format_plan(steps, plan, self.work))
+            logger.info("step times measured so far (each step's .done):\n" + format_stage_costs(steps))
             return
         if plan.steps:
             report = launcher.run(steps, plan)

@@ -24,8 +24,21 @@ def is_done(directory: str) -> bool:
     return os.path.isfile(os.path.join(directory, DONE_MARKER))
 
 
-def mark_done(directory: str) -> None:
-    write_text_atomically(os.path.join(directory, DONE_MARKER), time.strftime("%Y-%m-%d %H:%M:%S\n"))
+def mark_done(directory: str, seconds: Optional[float] = None) -> None:
+    """The marker; it also keeps how long the step took, for the cost table."""
+    took = "" if seconds is None else f"seconds: {seconds:.1f}\n"
+    write_text_atomically(os.path.join(directory, DONE_MARKER), time.strftime("finished: %Y-%m-%d %H:%M:%S\n") + took)
+
+
+def step_seconds(directory: str) -> Optional[float]:
+    """How long the step that made ``directory`` took, if its marker says."""
+    marker = os.path.join(directory, DONE_MARKER)
+    if not os.path.isfile(marker):
+        return None
+    for line in open(marker).read().splitlines():
+        if line.startswith("seconds: "):
+            return float(line.split()[1])
+    return None
 
 
 @dataclass
@@ -43,6 +56,7 @@ class Step:
     after: List[str] = field(default_factory=list)  # names of the steps whose outputs it reads
     gpus: int = 0  # GPUs it uses (fairseq's DDP for a training step); 0: CPU work
     trains: bool = False  # a fairseq training run: hours, not minutes
+    kind: str = ""  # what sort of work, e.g. "CPT": steps of a kind cost about the same
     # Outputs only its dependants read (layer features): removed once they are all done,
     # and made again only if a dependant is to run.
     scratch: bool = False
@@ -58,8 +72,9 @@ class Step:
 def run_step_action(step: Step) -> None:
     """What every launcher runs for a step, wherever it runs: its action, then the marker."""
     os.makedirs(step.output_dir, exist_ok=True)
+    start = time.time()
     step.action()
-    mark_done(step.output_dir)
+    mark_done(step.output_dir, time.time() - start)
 
 
 @dataclass
@@ -158,6 +173,31 @@ def format_plan(steps: Sequence[Step], plan: Plan, work_dir: str) -> str:
     gpu_steps = sum(1 for step in plan.steps if step.gpus)
     lines.append(f"{len(plan.steps)} of {len(steps)} steps would run ({gpu_steps} on GPUs); "
                  f"{sum(1 for step in steps if step.done())} are done")
+    return "\n".join(lines)
+
+
+def format_stage_costs(steps: Sequence[Step]) -> str:
+    """Per stage and kind of step: how many there are, how many have a measured time, their
+    hours, and the GPU-hours of all of them at the measured mean (a GPU step that ran on a
+    CPU counts as GPU time: the table says what ran where it ran)."""
+    lines = ["| stage | kind | steps | measured | mean (s) | GPU-h measured | GPU-h, all at that mean |",
+             "|---|---|---|---|---|---|---|"]
+    groups: Dict[tuple, List[Step]] = {}
+    for step in steps:
+        groups.setdefault((step.stage, step.kind or f"stage {step.stage}"), []).append(step)
+    for (stage, kind), members in sorted(groups.items(), key=lambda item: item[0][0]):
+        timed = [(step, step_seconds(step.output_dir)) for step in members]
+        timed = [(step, seconds) for step, seconds in timed if seconds is not None]
+        mean = sum(seconds for _, seconds in timed) / len(timed) if timed else None
+        measured = sum(seconds * step.gpus for step, seconds in timed) / 3600
+        if not any(step.gpus for step in members):
+            projected = "-"
+        elif mean is None:
+            projected = "not measured"
+        else:
+            projected = f"{sum(mean * step.gpus for step in members) / 3600:.2f}"
+        lines.append(f"| {stage} | {kind} | {len(members)} | {len(timed)} | "
+                     f"{'-' if mean is None else f'{mean:.0f}'} | {measured:.2f} | {projected} |")
     return "\n".join(lines)
 
 
