@@ -81,7 +81,8 @@ def test_scratch_outputs_are_made_only_for_readers_and_removed_after_them(tmp_pa
     steps = [features, *readers]
     assert [step.name for step in plan_steps(steps, 1, 5).steps] == ["features", "labels_50", "labels_100"]
     LocalLauncher([], cpu_jobs=1, log_dir=str(tmp_path / "logs")).run(steps, plan_steps(steps, 1, 5))
-    assert not (tmp_path / "work" / "features").exists()  # removed once both readers were done
+    features_dir = tmp_path / "work" / "features"
+    assert [path.name for path in features_dir.iterdir()] == [".removed"]  # removed once both readers were done
     assert plan_steps(steps, 1, 5).steps == []  # and not made again for nothing
     more = [*steps, probe(tmp_path, "labels_150", after=["features"])]
     assert [step.name for step in plan_steps(more, 1, 5).steps] == ["features", "labels_150"]

@@ -63,4 +63,5 @@ def test_a_rerun_submits_nothing_that_is_done(slurm_run, iemocap_tree, released_
     assert again.returncode == 0, again.stderr[-2000:]
     assert submitted(again) == []
     assert "every selected step is done already, skipped" in again.stdout
-    assert not (work_dir / "fold1" / "FM" / "L1_features").exists()  # its readers are all done now
+    removed = [path.name for path in (work_dir / "fold1" / "FM" / "L1_features").iterdir()]
+    assert removed == [".removed"]  # its readers are all done now

@@ -18,6 +18,7 @@ from fairseq_flea.io.errors import FleaInputError, FleaStepError
 logger = logging.getLogger(__name__)
 
 DONE_MARKER = ".done"
+REMOVED_MARKER = ".removed"  # a scratch step's outputs, removed once read
 
 
 def is_done(directory: str) -> bool:
@@ -31,9 +32,10 @@ def mark_done(directory: str, seconds: Optional[float] = None) -> None:
 
 
 def step_seconds(directory: str) -> Optional[float]:
-    """How long the step that made ``directory`` took, if its marker says."""
-    marker = os.path.join(directory, DONE_MARKER)
-    if not os.path.isfile(marker):
+    """How long the step that made ``directory`` took, if its marker (or what is left of it) says."""
+    marker = next((path for path in (os.path.join(directory, name) for name in (DONE_MARKER, REMOVED_MARKER))
+                   if os.path.isfile(path)), None)
+    if marker is None:
         return None
     for line in open(marker).read().splitlines():
         if line.startswith("seconds: "):
@@ -148,16 +150,21 @@ def plan_steps(steps: Sequence[Step], first_stage: int, last_stage: int) -> Plan
 
 
 def remove_finished_scratch(steps: Sequence[Step]) -> List[str]:
-    """Delete the outputs of scratch steps whose readers are all done; returns their names."""
+    """Delete the outputs of done scratch steps whose readers are all done; returns their
+    names. The marker stays, renamed ``.removed``: the step is no longer done, and its time
+    still counts in the cost table."""
     readers: Dict[str, List[Step]] = {}
     for step in steps:
         for name in step.after:
             readers.setdefault(name, []).append(step)
     removed = []
     for step in steps:
-        if step.scratch and os.path.isdir(step.output_dir) and readers.get(step.name) \
+        if step.scratch and step.done() and readers.get(step.name) \
                 and all(reader.done() for reader in readers[step.name]):
-            shutil.rmtree(step.output_dir)
+            for entry in os.scandir(step.output_dir):
+                if entry.name != DONE_MARKER:
+                    shutil.rmtree(entry.path) if entry.is_dir() else os.remove(entry.path)
+            os.replace(os.path.join(step.output_dir, DONE_MARKER), os.path.join(step.output_dir, REMOVED_MARKER))
             removed.append(step.name)
     return removed
 
@@ -167,7 +174,8 @@ def format_plan(steps: Sequence[Step], plan: Plan, work_dir: str) -> str:
     planned = {step.name for step in plan.steps}
     lines = [f"{'state':<9}{'stage':<7}{'GPUs':<6}step (under {work_dir})  <- waits for"]
     for step in steps:
-        state = "run" if step.name in planned else ("done" if step.done() else ("removed" if step.scratch else "-"))
+        removed = os.path.isfile(os.path.join(step.output_dir, REMOVED_MARKER))
+        state = "run" if step.name in planned else ("done" if step.done() else ("removed" if removed else "-"))
         waits = f"  <- {', '.join(step.after)}" if step.after else ""
         lines.append(f"{state:<9}{step.stage:<7}{step.gpus:<6}{step.name}{waits}")
     gpu_steps = sum(1 for step in plan.steps if step.gpus)
