@@ -13,6 +13,7 @@
 
 import argparse
 
+from fairseq_flea.io.atomic_files import check_output_paths
 from fairseq_flea.hubert.conversion import huggingface_to_fairseq, pretraining_to_encoder
 from fairseq_flea.inference.conversion import classifier_to_inference
 from fairseq_flea.io.errors import log_tool_progress, run_tool
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("source", help="checkpoint file (encoder, inference) or directory (huggingface)")
     parser.add_argument("output", help="the fairseq checkpoint to write")
     args = parser.parse_args()
+    check_output_paths(args.output)
     log_tool_progress()
     CONVERSIONS[args.conversion](args.source, args.output)
     print(f"wrote {args.output}")

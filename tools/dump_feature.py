@@ -5,6 +5,7 @@ FEAT_DIR/{split}_{rank}_{nshard}.npy and .len. Runs on the GPU when there is one
 
 import argparse
 
+from fairseq_flea.io.atomic_files import check_output_directory
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.units.layer_features import dump_layer_features
 
@@ -24,6 +25,7 @@ def main() -> None:
                         help="padded seconds of audio per batch; 0 extracts one utterance at a time "
                              "(default: 100 on a GPU, 0 on a CPU, where batches measured slower)")
     args = parser.parse_args()
+    check_output_directory(args.feat_dir)
     log_tool_progress()
     dump_layer_features(
         args.tsv_dir, args.split, args.ckpt_path, args.layer, args.nshard, args.rank,

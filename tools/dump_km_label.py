@@ -5,6 +5,7 @@ KM_PATH may come from our learn_kmeans.py (either backend) or from fairseq's."""
 
 import argparse
 
+from fairseq_flea.io.atomic_files import check_output_directory
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.units.kmeans import dump_km_labels
 
@@ -18,6 +19,7 @@ def main() -> None:
     parser.add_argument("rank", type=int, help="0-based shard index")
     parser.add_argument("lab_dir")
     args = parser.parse_args()
+    check_output_directory(args.lab_dir)
     log_tool_progress()
     dump_km_labels(args.feat_dir, args.split, args.km_path, args.nshard, args.rank, args.lab_dir)
 

@@ -5,6 +5,7 @@ FEAT_DIR/{split}_{rank}_{nshard}.npy and .len. HuBERT iteration-1 labels use lab
 
 import argparse
 
+from fairseq_flea.io.atomic_files import check_output_directory
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.units.mfcc import dump_mfcc_features
 
@@ -18,6 +19,7 @@ def main() -> None:
     parser.add_argument("feat_dir")
     parser.add_argument("--sample_rate", "--sample-rate", type=int, default=16000)
     args = parser.parse_args()
+    check_output_directory(args.feat_dir)
     log_tool_progress()
     dump_mfcc_features(args.tsv_dir, args.split, args.nshard, args.rank, args.feat_dir, args.sample_rate)
 

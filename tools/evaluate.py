@@ -6,6 +6,7 @@ confusion.txt and confusion.png to --out-dir (default: eval_SPLIT next to the ch
 
 import argparse
 
+from fairseq_flea.io.atomic_files import check_output_directory
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.evaluation.evaluate import evaluate_split
 
@@ -19,6 +20,8 @@ def main() -> None:
     parser.add_argument("--labels", default="emo", help="extension of the label file (default emo)")
     parser.add_argument("--batch-seconds", type=float, default=100.0)
     args = parser.parse_args()
+    if args.out_dir:
+        check_output_directory(args.out_dir)
     log_tool_progress()
     results = evaluate_split(args.ckpt, args.tsv_dir, args.split, args.out_dir, args.labels, args.batch_seconds)
     recalls = ", ".join(f"{label} {100 * r:.1f}" if r is not None else f"{label} -"

@@ -11,6 +11,7 @@ seed writes the same bytes.
 
 import argparse
 
+from fairseq_flea.io.atomic_files import check_output_directory
 from fairseq_flea.corpus.demo_corpus import (
     DEFAULT_PARTIAL_FRACTION,
     DEFAULT_UTTERANCES_PER_SPEAKER,
@@ -36,6 +37,7 @@ def main() -> None:
         f"(default: {DEFAULT_PARTIAL_FRACTION})",
     )
     args = parser.parse_args()
+    check_output_directory(args.out_dir)
     utterances = write_demo_corpus(
         args.out_dir,
         seed=args.seed,

@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 
+from fairseq_flea.io.atomic_files import check_output_directory, check_output_paths
 from fairseq_flea.io.errors import run_tool
 from fairseq_flea.inference.report import PredictionOutputs, predict_to_outputs
 
@@ -32,6 +33,9 @@ def main() -> None:
     parser.add_argument("--cluster-layer", type=int, metavar="N", help="the layer (1-based) the k-means model was learnt on")
     parser.add_argument("--batch-seconds", type=float, default=100.0, help="padded seconds of audio per batch (0: one file at a time)")
     args = parser.parse_args()
+    check_output_paths(*[path for path in (args.json, args.csv) if path not in (None, "-")])
+    if args.plot:
+        check_output_directory(args.plot)
     # stdout carries the results (possibly JSON or CSV); fairseq's loading messages stay off it.
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr, force=True)
     predict_to_outputs(

@@ -12,6 +12,7 @@ validates, the rest is test. Same layout and checks as tools/prepare_iemocap.py.
 
 import argparse
 
+from fairseq_flea.io.atomic_files import check_output_directory
 from fairseq_flea.corpus.csv_corpus import prepare_corpus
 from fairseq_flea.corpus.folds import add_pretrain_split_options, pretrain_valid_fraction
 from fairseq_flea.io.errors import log_tool_progress, run_tool
@@ -31,6 +32,7 @@ def main() -> None:
     )
     add_pretrain_split_options(parser, "training groups")
     args = parser.parse_args()
+    check_output_directory(args.out_dir)
     fraction = pretrain_valid_fraction(args, parser)
     log_tool_progress()
     prepare_corpus(

@@ -11,6 +11,7 @@ other is test; the other four sessions train. Writes OUT_DIR/all.*, OUT_DIR/fold
 
 import argparse
 
+from fairseq_flea.io.atomic_files import check_output_directory
 from fairseq_flea.corpus.folds import add_pretrain_split_options, pretrain_valid_fraction
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.corpus.iemocap import CLASS_MAPS, prepare_iemocap
@@ -32,6 +33,7 @@ def main() -> None:
     )
     add_pretrain_split_options(parser, "training sessions")
     args = parser.parse_args()
+    check_output_directory(args.out_dir)
     fraction = pretrain_valid_fraction(args, parser)
     log_tool_progress()
     prepare_iemocap(
