@@ -42,12 +42,12 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(tool, make_
     assert no_partials(tmp_path)
 
 
-def test_the_checks_accept_writable_places_and_make_missing_directories(tmp_path):
+def test_the_checks_accept_writable_places_and_leave_nothing_behind(tmp_path):
     check_output_directory(str(tmp_path / "new" / "deeper"))
-    assert (tmp_path / "new" / "deeper").is_dir() and list((tmp_path / "new" / "deeper").iterdir()) == []
     check_output_paths(str(tmp_path / "other" / "model.bin"), str(tmp_path / "existing.txt"))
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(FleaInputError, match="is a directory"):
-        check_output_paths(str(tmp_path / "new"))
+        check_output_paths(str(tmp_path))
 
 
 def test_a_write_that_fails_at_the_rename_leaves_no_partial_and_says_so(tmp_path):

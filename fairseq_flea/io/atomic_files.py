@@ -16,13 +16,13 @@ def _first_existing(path: str) -> str:
 
 
 def check_output_directory(directory: str) -> None:
-    """``directory`` is, or can be made, a directory this process can write in (made here)."""
+    """``directory`` is, or can be made, a directory this process can write in. Nothing is
+    made here: a run refused later for another reason leaves no empty directory behind."""
     existing = _first_existing(os.path.abspath(directory))
     if not os.path.isdir(existing):
         raise FleaInputError(f"{directory}: {existing} is a file, so no directory can be made there")
     try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".flea-write-check-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".flea-write-check-"):
             pass
     except OSError as error:
         raise FleaInputError(f"{directory}: cannot write there ({error.strerror})") from None
@@ -41,6 +41,8 @@ def atomic_outputs(*paths: str) -> Iterator[List[str]]:
     """Yield temporary names for ``paths`` (checked first with ``check_output_paths``);
     rename them into place only if the block succeeds. No ``.partial`` outlives a failure."""
     check_output_paths(*paths)
+    for path in paths:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     temporary = [f"{path}.partial" for path in paths]
     try:
         yield temporary
