@@ -92,10 +92,12 @@ def test_checkpoint_of_an_unknown_kind(scratch_run, tmp_path):
 def test_more_clusters_than_frames(tmp_path):
     data = write_manifest(tmp_path / "data")
     dump_mfcc_features(str(data), "train", 1, 0, str(tmp_path / "features"))
-    result = run_python_tool("learn_kmeans.py", tmp_path / "features", "train", 1, tmp_path / "km.bin", 500)
     frames = len(load_features(str(tmp_path / "features"), "train", 1))
-    assert_clean_failure(result, "500 clusters requested", f"only {frames} frames")
-    assert not (tmp_path / "km.bin").exists()
+    for backend in ("sklearn", "faiss"):  # faiss counts the frames without loading them
+        result = run_python_tool("learn_kmeans.py", tmp_path / "features", "train", 1, tmp_path / "km.bin", 500,
+                                 "--backend", backend)
+        assert_clean_failure(result, "500 clusters requested", f"only {frames} frames")
+        assert not (tmp_path / "km.bin").exists()
     with pytest.raises(FleaInputError):
         check_cluster_count(np.zeros((3, 2), np.float32), 4, "three frames")
 
@@ -120,6 +122,9 @@ def test_non_finite_features_are_neither_clustered_nor_labelled(tmp_path):
     shard = write_feature_shard(tmp_path / "features", features)
     result = run_python_tool("learn_kmeans.py", shard, "train", 1, tmp_path / "km.bin", 4)
     assert_clean_failure(result, "1 frames hold NaN or infinite values")
+    # faiss reads a sample (here every frame) and names the frame's row in its shard
+    result = run_python_tool("learn_kmeans.py", shard, "train", 1, tmp_path / "km.bin", 4, "--backend", "faiss")
+    assert_clean_failure(result, str(shard / "train_0_1.npy"), "1 frames hold NaN or infinite values, the first is frame 10")
     assert not (tmp_path / "km.bin").exists()
 
     save_kmeans(learn_kmeans_faiss(np.nan_to_num(features), 4), str(tmp_path / "km.bin"))

@@ -15,7 +15,18 @@ from conftest import run_python_tool
 from fairseq import checkpoint_utils
 from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.hubert.forward import pad_waveforms, padding_mask_from_lengths
-from fairseq_flea.units.kmeans import dump_km_labels, learn_kmeans_sklearn, load_features, save_kmeans
+from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.units import kmeans
+from fairseq_flea.units.kmeans import (
+    dump_km_labels,
+    learn_kmeans_from_shards,
+    learn_kmeans_sklearn,
+    load_feature_sample,
+    load_features,
+    mean_squared_distance,
+    save_kmeans,
+    shards_mean_squared_distance,
+)
 from fairseq_flea.io.manifest import read_manifest
 
 FAIRSEQ_KMEANS_SCRIPTS = Path(fairseq.__file__).parent / "examples" / "hubert" / "simple_kmeans"
@@ -196,3 +207,75 @@ def test_merged_labels_fit_the_manifest(tone_corpus, dumped, km_dir, tmp_path):
     frames = [len(f) for f in read_shards(dumped / "one", "train", 1)]
     assert [len(line.split()) for line in lines] == frames
     assert (tmp_path / "dict.km.txt").read_text().splitlines() == [f"{k} 1" for k in range(8)]
+
+
+def write_numbered_shards(directory: Path, utterance_lengths) -> np.ndarray:
+    """Shards (one list of utterance lengths each) whose frame i, counted over all shards,
+    holds i in its first column, so that a sampled frame says which it is; all frames."""
+    directory.mkdir(exist_ok=True)
+    rng, start, shards = np.random.default_rng(0), 0, []
+    for rank, lengths in enumerate(utterance_lengths):
+        frames = rng.standard_normal((sum(lengths), 3)).astype(np.float32)
+        frames[:, 0] = np.arange(start, start + len(frames))
+        start += len(frames)
+        np.save(directory / f"train_{rank}_{len(utterance_lengths)}.npy", frames)
+        (directory / f"train_{rank}_{len(utterance_lengths)}.len").write_text("".join(f"{n}\n" for n in lengths))
+        shards.append(frames)
+    return np.concatenate(shards)
+
+
+class RowCountingArray:
+    """A shard's memory-mapped array that counts the rows read from it."""
+
+    rows_read = 0
+
+    def __init__(self, array):
+        self.array, self.shape, self.ndim = array, array.shape, array.ndim
+
+    def __getitem__(self, index):
+        rows = self.array[index]
+        RowCountingArray.rows_read += len(rows)
+        return rows
+
+
+def test_feature_sample_reads_only_its_rows_of_the_shards(tmp_path, monkeypatch):
+    every_frame = write_numbered_shards(tmp_path, [[30, 50, 20], [40, 60]])
+    open_feature_array = kmeans.open_feature_array
+    monkeypatch.setattr(kmeans, "open_feature_array", lambda path: RowCountingArray(open_feature_array(path)))
+    sample = load_feature_sample(str(tmp_path), "train", 2, 37, seed=3)
+    assert len(sample) == 37 == RowCountingArray.rows_read
+    rows = sample[:, 0].astype(int)
+    assert np.all(np.diff(rows) > 0) and rows[-1] >= 100  # distinct, in file order, from both shards
+    assert np.array_equal(sample, every_frame[rows])
+    assert np.array_equal(load_feature_sample(str(tmp_path), "train", 2, 10**6), every_frame)
+
+
+def test_feature_sample_draws_from_the_utterances_of_percent(tmp_path):
+    write_numbered_shards(tmp_path, [[30, 50, 20, 10], [40, 60, 5]])
+    chosen = load_features(str(tmp_path), "train", 2, percent=0.5, seed=1)[:, 0]
+    every_chosen = load_feature_sample(str(tmp_path), "train", 2, 10**6, percent=0.5, seed=1)[:, 0]
+    assert sorted(chosen) == every_chosen.tolist()
+    assert set(load_feature_sample(str(tmp_path), "train", 2, 20, percent=0.5, seed=1)[:, 0]) < set(chosen)
+
+
+def test_feature_sample_refuses_non_finite_frames_naming_shard_and_row(tmp_path):
+    every_frame = write_numbered_shards(tmp_path, [[30, 50], [40]])
+    every_frame[80 + 7, 2] = np.inf
+    np.save(tmp_path / "train_1_2.npy", every_frame[80:])
+    with pytest.raises(FleaInputError, match=r"train_1_2\.npy: 1 frames hold NaN or infinite values, the first is frame 7$"):
+        load_feature_sample(str(tmp_path), "train", 2, 10**6)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "sklearn"])
+def test_learn_kmeans_from_shards(tmp_path, backend):
+    every_frame = write_numbered_shards(tmp_path, [[3, 4], [5]])
+    with pytest.raises(FleaInputError, match=f"^{tmp_path}: 13 clusters requested but only 12 frames$"):
+        learn_kmeans_from_shards(str(tmp_path), "train", 2, 13, backend)
+    chosen = len(load_features(str(tmp_path), "train", 2, percent=0.5))  # one utterance of each shard
+    with pytest.raises(FleaInputError, match=f"{chosen + 1} clusters requested but only {chosen} frames"):
+        learn_kmeans_from_shards(str(tmp_path), "train", 2, chosen + 1, backend, percent=0.5)
+    options = {"n_init": 1} if backend == "sklearn" else {}
+    model = learn_kmeans_from_shards(str(tmp_path), "train", 2, 4, backend, **options)
+    assert model.cluster_centers_.shape == (4, 3)
+    inertia = shards_mean_squared_distance(str(tmp_path), "train", 2, model.cluster_centers_)
+    assert inertia == pytest.approx(mean_squared_distance(every_frame, model.cluster_centers_))

@@ -3,21 +3,24 @@
 with joblib at KM_PATH, as fairseq's examples/hubert/simple_kmeans/learn_kmeans.py does.
 
 --backend sklearn (default): MiniBatchKMeans with the official recipe's settings.
---backend faiss: k-means with faiss on a sample of the frames, best of several k-means++
-starts (GPU when there is one), much faster; saved as a scikit-learn KMeans, so fairseq's
-dump_km_label.py reads it too."""
+--backend faiss: k-means with faiss on a random sample of the frames, the only frames read
+from the shards, best of several k-means++ starts (GPU when there is one), over 10x faster;
+saved as a scikit-learn KMeans, so fairseq's dump_km_label.py reads it too. The inertia
+logged at the end is over every frame, read chunk by chunk."""
 
 import argparse
 import logging
 
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.units.kmeans import (
-    check_cluster_count,
+    FAISS_ITERATIONS,
+    FAISS_POINTS_PER_CLUSTER,
+    FAISS_RESTARTS,
+    FAISS_SEEDING_POINTS_PER_CLUSTER,
     KMEANS_BACKENDS,
-    learn_kmeans,
-    load_features,
-    mean_squared_distance,
+    learn_kmeans_from_shards,
     save_kmeans,
+    shards_mean_squared_distance,
 )
 
 logger = logging.getLogger("learn_kmeans")
@@ -42,26 +45,29 @@ def main() -> None:
     sklearn_options.add_argument("--n_init", default=20, type=int)
     sklearn_options.add_argument("--reassignment_ratio", default=0.0, type=float)
     faiss_options = parser.add_argument_group("faiss backend")
-    faiss_options.add_argument("--faiss_iterations", default=25, type=int)
-    faiss_options.add_argument("--faiss_restarts", default=3, type=int)
-    faiss_options.add_argument("--faiss_points_per_cluster", default=512, type=int,
-                               help="Lloyd iterations run on a sample of this many frames per cluster")
+    faiss_options.add_argument("--faiss_iterations", default=FAISS_ITERATIONS, type=int)
+    faiss_options.add_argument("--faiss_restarts", default=FAISS_RESTARTS, type=int)
+    faiss_options.add_argument("--faiss_points_per_cluster", default=FAISS_POINTS_PER_CLUSTER, type=int,
+                               help="Lloyd iterations run on a sample of this many frames per cluster, the only "
+                                    "frames read")
+    faiss_options.add_argument("--faiss_seeding_points_per_cluster", default=FAISS_SEEDING_POINTS_PER_CLUSTER,
+                               type=int, help="k-means++ starts are drawn from this many sampled frames per cluster")
     args = parser.parse_args()
     log_tool_progress()
 
-    features = load_features(args.feat_dir, args.split, args.nshard, args.percent, args.seed)
-    check_cluster_count(features, args.n_clusters, args.feat_dir)
     backend_options = {
         "faiss": dict(iterations=args.faiss_iterations, restarts=args.faiss_restarts,
-                      points_per_cluster=args.faiss_points_per_cluster),
+                      points_per_cluster=args.faiss_points_per_cluster,
+                      seeding_points_per_cluster=args.faiss_seeding_points_per_cluster),
         "sklearn": dict(init=args.init, max_iter=args.max_iter, batch_size=args.batch_size, tol=args.tol,
                         max_no_improvement=args.max_no_improvement, n_init=args.n_init,
                         reassignment_ratio=args.reassignment_ratio),
     }[args.backend]
-    model = learn_kmeans(features, args.n_clusters, args.backend, seed=args.seed, **backend_options)
+    model = learn_kmeans_from_shards(args.feat_dir, args.split, args.nshard, args.n_clusters, args.backend,
+                                     args.percent, args.seed, **backend_options)
     save_kmeans(model, args.km_path)
-    inertia = mean_squared_distance(features, model.cluster_centers_)
-    logger.info(f"saved {args.km_path}: {args.n_clusters} clusters, inertia per frame {inertia:.5f}")
+    inertia = shards_mean_squared_distance(args.feat_dir, args.split, args.nshard, model.cluster_centers_)
+    logger.info(f"saved {args.km_path}: {args.n_clusters} clusters, inertia per frame (all frames) {inertia:.5f}")
 
 
 if __name__ == "__main__":

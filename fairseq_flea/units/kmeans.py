@@ -8,7 +8,7 @@ formula and dtype, so both scripts give identical labels.
 
 import logging
 import os
-from typing import List
+from typing import List, Optional, Tuple, Union
 
 import joblib
 import numpy as np
@@ -55,12 +55,21 @@ def read_shard_lengths(feat_dir: str, split: str, rank: int, nshard: int) -> Lis
     return lengths
 
 
-def load_features(feat_dir: str, split: str, nshard: int, percent: float = -1.0, seed: int = 0) -> np.ndarray:
-    """All frames of all shards, or those of a random ``percent`` of each shard's utterances."""
+def check_shard_selection(nshard: int, percent: float) -> None:
     if nshard < 1:
         raise FleaInputError(f"nshard must be at least 1, got {nshard}")
     if percent != -1 and not 0 < percent <= 1:
         raise FleaInputError(f"--percent {percent} is not a fraction in (0, 1] (or -1 for all)")
+
+
+def choose_utterances(n_utterances: int, percent: float, rng: np.random.Generator) -> np.ndarray:
+    """A random ``percent`` of a shard's utterances, in the order drawn."""
+    return rng.choice(n_utterances, int(np.ceil(n_utterances * percent)), replace=False)
+
+
+def load_features(feat_dir: str, split: str, nshard: int, percent: float = -1.0, seed: int = 0) -> np.ndarray:
+    """All frames of all shards, or those of a random ``percent`` of each shard's utterances."""
+    check_shard_selection(nshard, percent)
     rng = np.random.default_rng(seed)
     parts = []
     for rank in range(nshard):
@@ -70,29 +79,93 @@ def load_features(feat_dir: str, split: str, nshard: int, percent: float = -1.0,
             parts.append(np.asarray(features))
             continue
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        chosen = rng.choice(len(lengths), int(np.ceil(len(lengths) * percent)), replace=False)
+        chosen = choose_utterances(len(lengths), percent, rng)
         parts.append(np.concatenate([features[offsets[i] : offsets[i] + lengths[i]] for i in chosen]))
     features = np.concatenate(parts).astype(np.float32, copy=False)
-    check_finite_features(features, os.path.join(feat_dir, f"{split}_*_{nshard}.npy"))
+    check_finite_features(features, feature_glob(feat_dir, split, nshard))
     logger.info(f"loaded {features.shape[0]} frames of dimension {features.shape[1]}")
     return features
 
 
-def check_finite_features(features: np.ndarray, source: str) -> None:
-    """NaN or infinite features (from a corrupt shard) would cluster or label silently."""
+def feature_glob(feat_dir: str, split: str, nshard: int) -> str:
+    return os.path.join(feat_dir, f"{split}_*_{nshard}.npy")
+
+
+def candidate_rows(
+    feat_dir: str, split: str, nshard: int, percent: float = -1.0, seed: int = 0
+) -> Tuple[List[np.ndarray], np.random.Generator]:
+    """Per shard, the sorted rows ``load_features`` would load with these arguments (the same
+    utterances, drawn with the same generator calls), after checking every shard; the
+    generator is returned too so that a sample drawn next depends on ``seed`` alone."""
+    check_shard_selection(nshard, percent)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for rank in range(nshard):
+        lengths = np.asarray(read_shard_lengths(feat_dir, split, rank, nshard), dtype=np.int64)
+        if percent < 0:
+            rows.append(np.arange(lengths.sum()))
+            continue
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        chosen = np.sort(choose_utterances(len(lengths), percent, rng))
+        empty = np.zeros(0, dtype=np.int64)  # a shard whose .len lists no utterance
+        rows.append(np.concatenate([empty] + [np.arange(offsets[i], offsets[i] + lengths[i]) for i in chosen]))
+    return rows, rng
+
+
+def read_rows_sample(
+    feat_dir: str, split: str, nshard: int, rows: List[np.ndarray], max_frames: int, rng: np.random.Generator
+) -> np.ndarray:
+    """At most ``max_frames`` of the shards' ``rows``, drawn at random without replacement and
+    read from the memory-mapped shards in file order: only those rows leave the disk."""
+    sizes = [len(shard_rows) for shard_rows in rows]
+    total = sum(sizes)
+    picked = np.sort(rng.choice(total, min(max_frames, total), replace=False))
+    bounds = np.cumsum([0] + sizes)
+    parts = []
+    for rank, shard_rows in enumerate(rows):
+        local = picked[(picked >= bounds[rank]) & (picked < bounds[rank + 1])] - bounds[rank]
+        npy_path = shard_paths(feat_dir, split, rank, nshard)[0]
+        part = np.asarray(open_feature_array(npy_path)[shard_rows[local]], dtype=np.float32)
+        check_finite_features(part, npy_path, shard_rows[local])
+        parts.append(part)
+    sample = np.concatenate(parts)
+    logger.info(f"sampled {sample.shape[0]} of {total} frames of dimension {sample.shape[1]}")
+    return sample
+
+
+def load_feature_sample(
+    feat_dir: str, split: str, nshard: int, max_frames: int, percent: float = -1.0, seed: int = 0
+) -> np.ndarray:
+    """A random sample of at most ``max_frames`` of the frames ``load_features`` would load
+    (all, or those of a random ``percent`` of each shard's utterances), in file order.
+
+    For samplers such as the faiss backend, which only ever use ``points_per_cluster * K``
+    frames: loading every frame first would cost more than the clustering itself."""
+    rows, rng = candidate_rows(feat_dir, split, nshard, percent, seed)
+    return read_rows_sample(feat_dir, split, nshard, rows, max_frames, rng)
+
+
+def check_finite_features(features: np.ndarray, source: str, rows: Optional[np.ndarray] = None) -> None:
+    """NaN or infinite features (from a corrupt shard) would cluster or label silently.
+    ``rows``: the file rows of ``features`` when they are a sample, for the message."""
     non_finite = ~np.isfinite(features).all(axis=1)
     if non_finite.any():
+        first = int(np.argmax(non_finite))
         raise FleaInputError(
             f"{source}: {int(non_finite.sum())} frames hold NaN or infinite values, the first is frame "
-            f"{int(np.argmax(non_finite))}"
+            f"{first if rows is None else int(rows[first])}"
         )
 
 
 def check_cluster_count(features: np.ndarray, n_clusters: int, source: str) -> None:
+    check_cluster_count_of_frames(len(features), n_clusters, source)
+
+
+def check_cluster_count_of_frames(frames: int, n_clusters: int, source: str) -> None:
     if n_clusters < 1:
         raise FleaInputError(f"{source}: the number of clusters must be at least 1, got {n_clusters}")
-    if n_clusters > len(features):
-        raise FleaInputError(f"{source}: {n_clusters} clusters requested but only {len(features)} frames")
+    if n_clusters > frames:
+        raise FleaInputError(f"{source}: {n_clusters} clusters requested but only {frames} frames")
 
 
 def learn_kmeans_sklearn(
@@ -125,14 +198,39 @@ def learn_kmeans_sklearn(
     return model.fit(features)
 
 
+# The faiss backend's defaults (tools/learn_kmeans.py's too), chosen with bench/bench_learn_kmeans.py
+# (200,000 x 768 frames, K = 50, 100, 150): a third restart left the inertia unchanged (K = 50, 150) but would
+# cost the 10x speed-up at K = 150; 20 iterations instead of 10 lowered it by 0.02 % at most (runs
+# on the sample converge in 8-24); 256 or 384 points per cluster cost up to +0.4 % and +0.3 %.
+FAISS_ITERATIONS = 10
+FAISS_RESTARTS = 2
+FAISS_POINTS_PER_CLUSTER = 512
+FAISS_SEEDING_POINTS_PER_CLUSTER = 64
+
+
+def run_faiss_lloyd(
+    sample: np.ndarray, initial_centers: np.ndarray, iterations: int, seed: int
+) -> Tuple[np.ndarray, float]:
+    """At most ``iterations`` of faiss's Lloyd iterations on ``sample`` from ``initial_centers``:
+    the centres, and the inertia per sampled frame of the last assignment."""
+    import faiss
+
+    trainer = faiss.Kmeans(
+        sample.shape[1], len(initial_centers), niter=iterations, seed=seed,
+        gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=len(sample),
+    )
+    trainer.train(sample, init_centroids=np.ascontiguousarray(initial_centers, dtype=np.float32))
+    return trainer.centroids.astype(np.float32), float(trainer.obj[-1]) / len(sample)
+
+
 def learn_kmeans_faiss(
     features: np.ndarray,
     n_clusters: int,
     seed: int = 0,
-    iterations: int = 25,
-    restarts: int = 3,
-    points_per_cluster: int = 512,
-    seeding_points_per_cluster: int = 64,
+    iterations: int = FAISS_ITERATIONS,
+    restarts: int = FAISS_RESTARTS,
+    points_per_cluster: int = FAISS_POINTS_PER_CLUSTER,
+    seeding_points_per_cluster: int = FAISS_SEEDING_POINTS_PER_CLUSTER,
 ) -> KMeans:
     """k-means with faiss, returned as a fitted scikit-learn ``KMeans`` so that fairseq's
     dump_km_label.py and ``predict`` use it unchanged.
@@ -142,28 +240,27 @@ def learn_kmeans_faiss(
     ``restarts`` runs starts from k-means++ centres drawn from a smaller sample
     (``seeding_points_per_cluster``; k-means++ costs more per point than an iteration, and
     faiss's own start, random frames, often merges clusters); the run with the lowest
-    objective on the sample is kept, as scikit-learn does with ``n_init``.
+    objective on the sample is kept, as scikit-learn does with ``n_init``. ``iterations``
+    is a cap: recent faiss stops a run once its objective no longer changes. (Keeping only
+    the best start after a few iterations picked a worse run at K = 100.)
     """
-    import faiss
     from sklearn.cluster import kmeans_plusplus
 
     rng = np.random.default_rng(seed)
     sample_size = min(len(features), points_per_cluster * n_clusters)
-    sample = np.ascontiguousarray(features[np.sort(rng.choice(len(features), sample_size, replace=False))], dtype=np.float32)
-    best_centers, best_objective = None, np.inf
+    if sample_size < len(features):
+        features = features[np.sort(rng.choice(len(features), sample_size, replace=False))]
+    sample = np.ascontiguousarray(features, dtype=np.float32)  # already the sample (load_feature_sample)
     seeding_size = min(sample_size, seeding_points_per_cluster * n_clusters)
+    best_centers, best_objective = None, np.inf
     for restart in range(restarts):
-        seeding_sample = sample[rng.choice(sample_size, seeding_size, replace=False)]
+        # In float64: scikit-learn's k-means++ upcasts float32 distances chunk by chunk, 3-4x slower.
+        seeding_sample = sample[rng.choice(sample_size, seeding_size, replace=False)].astype(np.float64)
         initial_centers, _ = kmeans_plusplus(seeding_sample, n_clusters, random_state=seed + restart)
-        trainer = faiss.Kmeans(
-            sample.shape[1], n_clusters, niter=iterations, seed=seed + restart,
-            gpu=faiss.get_num_gpus() > 0, max_points_per_centroid=sample_size,
-        )
-        trainer.train(sample, init_centroids=np.ascontiguousarray(initial_centers, dtype=np.float32))
-        objective = float(trainer.obj[-1]) / sample_size
+        centers, objective = run_faiss_lloyd(sample, initial_centers, iterations, seed + restart)
         logger.info(f"faiss k-means run {restart + 1}/{restarts}: inertia per sampled frame {objective:.5f}")
         if objective < best_objective:
-            best_centers, best_objective = trainer.centroids.astype(np.float32), objective
+            best_centers, best_objective = centers, objective
     model = KMeans(n_clusters=n_clusters, n_init=restarts, random_state=seed)
     model.cluster_centers_ = best_centers
     model.n_features_in_ = features.shape[1]
@@ -180,6 +277,33 @@ def learn_kmeans(features: np.ndarray, n_clusters: int, backend: str = "faiss", 
     if backend not in KMEANS_BACKENDS:
         raise FleaInputError(f"unknown k-means backend {backend!r}; choose one of {sorted(KMEANS_BACKENDS)}")
     return KMEANS_BACKENDS[backend](features, n_clusters, **options)
+
+
+def learn_kmeans_from_shards(
+    feat_dir: str,
+    split: str,
+    nshard: int,
+    n_clusters: int,
+    backend: str = "faiss",
+    percent: float = -1.0,
+    seed: int = 0,
+    **options,
+) -> Union[KMeans, MiniBatchKMeans]:
+    """k-means on the shards' frames (all, or those of a random ``percent`` of utterances).
+
+    The faiss backend only ever uses ``points_per_cluster * n_clusters`` frames, so only
+    those are read from the memory-mapped shards; scikit-learn's gets every frame."""
+    if backend not in KMEANS_BACKENDS:
+        raise FleaInputError(f"unknown k-means backend {backend!r}; choose one of {sorted(KMEANS_BACKENDS)}")
+    if backend == "faiss":
+        rows, rng = candidate_rows(feat_dir, split, nshard, percent, seed)
+        check_cluster_count_of_frames(sum(map(len, rows)), n_clusters, feat_dir)
+        points_per_cluster = options.get("points_per_cluster", FAISS_POINTS_PER_CLUSTER)
+        features = read_rows_sample(feat_dir, split, nshard, rows, points_per_cluster * n_clusters, rng)
+    else:
+        features = load_features(feat_dir, split, nshard, percent, seed)
+        check_cluster_count(features, n_clusters, feat_dir)
+    return learn_kmeans(features, n_clusters, backend, seed=seed, **options)
 
 
 def save_kmeans(model, km_path: str) -> None:
@@ -211,14 +335,31 @@ def assign_clusters(features: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return np.argmin(squared_distances(features, centers), axis=1)
 
 
-def mean_squared_distance(features: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> float:
-    """Inertia per frame: mean squared distance of each frame to its nearest centre."""
+def squared_distance_sum(features: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> float:
+    """Sum over frames of the squared distance to the nearest centre, ``chunk`` frames at a
+    time, so that a memory-mapped array is never read into memory whole."""
     total = 0.0
     centers = centers.astype(np.float32)
     for start in range(0, len(features), chunk):
         distances = squared_distances(np.asarray(features[start : start + chunk], dtype=np.float32), centers)
         total += float(np.maximum(distances.min(axis=1), 0).sum(dtype=np.float64))
-    return total / len(features)
+    return total
+
+
+def mean_squared_distance(features: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> float:
+    """Inertia per frame: mean squared distance of each frame to its nearest centre."""
+    return squared_distance_sum(features, centers, chunk) / len(features)
+
+
+def shards_mean_squared_distance(feat_dir: str, split: str, nshard: int, centers: np.ndarray) -> float:
+    """Inertia per frame over every frame of every shard, read chunk by chunk from the
+    memory-mapped shards (never all in memory at once)."""
+    total, frames = 0.0, 0
+    for rank in range(nshard):
+        features = open_feature_array(shard_paths(feat_dir, split, rank, nshard)[0])
+        total += squared_distance_sum(features, centers)
+        frames += len(features)
+    return total / frames
 
 
 def dump_km_labels(feat_dir: str, split: str, km_path: str, nshard: int, rank: int, lab_dir: str) -> None:
