@@ -330,16 +330,14 @@ class FleaRecipe:
                        kmeans_options: Optional[dict] = None) -> None:
         """k-means learnt on the fold's training split only (unless ``kmeans_path`` is
         given; backend: the recipe's unless named), labels for both pretraining splits, merged."""
-        from fairseq_flea.units.kmeans import (check_cluster_count, dump_km_labels, learn_kmeans, load_features,
-                                               merge_km_labels, save_kmeans)
+        from fairseq_flea.units.kmeans import dump_km_labels, learn_kmeans_from_shards, merge_km_labels, save_kmeans
 
         self.guard(fold, self.pretrain_manifests(fold))
         if kmeans_path is None:
             kmeans_path = os.path.join(label_dir, f"kmeans_{clusters}.bin")
-            features = load_features(feature_dir, "train", 1)
-            check_cluster_count(features, clusters, feature_dir)
             backend = kmeans_backend or self.cfg.kmeans_backend
-            save_kmeans(learn_kmeans(features, clusters, backend, **(kmeans_options or {})), kmeans_path)
+            save_kmeans(learn_kmeans_from_shards(feature_dir, "train", 1, clusters, backend, **(kmeans_options or {})),
+                        kmeans_path)
         for split in PRETRAIN_SPLITS:
             dump_km_labels(feature_dir, split, kmeans_path, 1, 0, label_dir)
             merge_km_labels(label_dir, split, 1, kmeans_path)
