@@ -21,6 +21,10 @@ $(INSTALLED): setup.py
 	$(VENV_PYTHON) -m pip install "$(TORCH_SPEC)" setuptools wheel cython numpy
 	$(VENV_PYTHON) -m pip install --no-build-isolation fairseq-fixed==0.12.3.1
 	$(VENV_PYTHON) -m pip install -e ".[test]"
+	# The configs name the plugin as `common.user_dir: fairseq_flea`; fairseq looks for it
+	# beside its own package when the working directory has none. A regular install puts it
+	# there; for this editable one, a link does, so fairseq-hydra-train runs from any directory.
+	ln -sfn "$(CURDIR)/fairseq_flea" "$$($(VENV_PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/fairseq_flea"
 	touch $(INSTALLED)
 
 test: $(INSTALLED)

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 import fairseq_flea  # noqa: F401
-from conftest import train_log_records
+from conftest import FINETUNE_CONFIG_DIR, assert_succeeded, run_hydra_train, train_log_records
 from fairseq_flea.inference.recognizer import EmotionRecognizer
 from fairseq_flea.models.pooling import build_pooling
 from fairseq_flea.io.manifest import read_manifest
@@ -96,3 +96,15 @@ def test_logits_do_not_depend_on_the_batch(run, request, emotion_corpus):
 def test_an_unknown_pooling_is_refused():
     with pytest.raises(ValueError, match="unknown pooling 'max'"):
         build_pooling("max", 8)
+
+
+def test_a_shipped_config_trains_from_any_directory(emotion_corpus, scratch_run, tmp_path):
+    """`common.user_dir: fairseq_flea` is found where the package is installed, not only in the repository."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_hydra_train(FINETUNE_CONFIG_DIR, "ser_attention_tiny", [
+        f"task.data={emotion_corpus}", f"model.w2v_path={scratch_run[0]}",
+        f"checkpoint.save_dir={tmp_path / 'run'}", "optimization.max_epoch=1",
+    ], cwd=elsewhere)
+    assert_succeeded(result)
+    assert (tmp_path / "run" / "checkpoint_last.pt").is_file()
