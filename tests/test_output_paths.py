@@ -29,6 +29,7 @@ def no_partials(root):
     ("evaluate.py", lambda d: [d / "missing.pt", d, "test", "--out-dir", d / "a_file" / "eval"], ["a_file is a file"]),
     ("dump_feature.py", lambda d: [d, "train", d / "missing.pt", 1, 1, 0, d / "a_file"], ["a_file is a file"]),
     ("dump_mfcc_feature.py", lambda d: [d, "train", 1, 0, UNWRITABLE], [UNWRITABLE, "cannot write there"]),
+    ("learn_kmeans.py", lambda d: [d, "train", 1, d / "a_dir", 4], ["a_dir: is a directory"]),
     ("dump_km_label.py", lambda d: [d, "train", d / "km.bin", 1, 0, d / "a_file"], ["a_file is a file"]),
     ("merge_km_labels.py", lambda d: [UNWRITABLE, "train", 1, d / "km.bin"], [UNWRITABLE]),
     ("prepare_corpus.py", lambda d: [d / "corpus.csv", d / "a_file"], ["a_file is a file"]),

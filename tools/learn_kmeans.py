@@ -11,6 +11,7 @@ logged at the end is over every frame, read chunk by chunk."""
 import argparse
 import logging
 
+from fairseq_flea.io.atomic_files import check_output_paths
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.units.kmeans import (
     FAISS_ITERATIONS,
@@ -53,6 +54,7 @@ def main() -> None:
     faiss_options.add_argument("--faiss_seeding_points_per_cluster", default=FAISS_SEEDING_POINTS_PER_CLUSTER,
                                type=int, help="k-means++ starts are drawn from this many sampled frames per cluster")
     args = parser.parse_args()
+    check_output_paths(args.km_path)
     log_tool_progress()
 
     backend_options = {
