@@ -13,6 +13,7 @@ by default 200,000 frames x 768 dims; then one row per cluster count, by default
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,25 +43,30 @@ def write_mixture_features(feat_dir: Path, frames: int, dim: int, seed: int = 0)
     return features
 
 
-def timed(command) -> float:
+def timed(command) -> tuple:
+    """Seconds the command took, and the 1-minute load average at its end: both scripts use
+    every core, so a load well above the core count means other work shared them."""
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{command[1]} failed:\n{result.stderr[-3000:]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, os.getloadavg()[0]
 
 
 def compare_at(work: Path, features: np.ndarray, n_clusters: int) -> dict:
     """Both scripts at one cluster count: seconds, inertia per frame."""
     common = [str(work / "features"), "bench", "2"]
     fairseq_model, ours_model = work / f"fairseq_{n_clusters}.bin", work / f"ours_{n_clusters}.bin"
-    fairseq_seconds = timed([sys.executable, str(FAIRSEQ_LEARN_KMEANS), *common, str(fairseq_model), str(n_clusters)])
-    ours_seconds = timed([
+    fairseq_seconds, fairseq_load = timed([
+        sys.executable, str(FAIRSEQ_LEARN_KMEANS), *common, str(fairseq_model), str(n_clusters),
+    ])
+    ours_seconds, ours_load = timed([
         sys.executable, str(REPO_ROOT / "tools" / "learn_kmeans.py"), *common, str(ours_model), str(n_clusters),
         "--backend", "faiss",
     ])
     return dict(
         clusters=n_clusters, fairseq_seconds=fairseq_seconds, ours_seconds=ours_seconds,
+        load=max(fairseq_load, ours_load),
         fairseq_inertia=mean_squared_distance(features, load_cluster_centers(str(fairseq_model))),
         ours_inertia=mean_squared_distance(features, load_cluster_centers(str(ours_model))),
     )
@@ -72,7 +78,8 @@ def result_row(result: dict) -> str:
     verdict = "PASS" if speedup >= 10 and inertia_change <= 0.005 else "FAIL"
     return (
         f"{result['clusters']:>4}{result['fairseq_seconds']:>10.1f}{result['ours_seconds']:>8.1f}{speedup:>9.1f}x"
-        f"{result['fairseq_inertia']:>12.4f}{result['ours_inertia']:>12.4f}{100 * inertia_change:>+9.2f} %  {verdict}"
+        f"{result['fairseq_inertia']:>12.4f}{result['ours_inertia']:>12.4f}{100 * inertia_change:>+9.2f} %"
+        f"{result['load']:>6.1f}  {verdict}"
     )
 
 
@@ -85,7 +92,8 @@ def main() -> None:
 
     print(f"features: {args.frames} frames x {args.dim} dims; fairseq = its learn_kmeans.py (sklearn, official "
           f"settings), ours = tools/learn_kmeans.py --backend faiss; targets: >= 10x, inertia <= +0.5 %")
-    print(f"{'K':>4}{'fairseq s':>10}{'ours s':>8}{'speed-up':>10}{'fairseq in.':>12}{'ours in.':>12}{'change':>11}")
+    print(f"{'K':>4}{'fairseq s':>10}{'ours s':>8}{'speed-up':>10}{'fairseq in.':>12}{'ours in.':>12}{'change':>11}"
+          f"{'load':>6}  (1-minute load average, {os.cpu_count()} cores)")
     rows = []
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
