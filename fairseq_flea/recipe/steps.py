@@ -84,21 +84,23 @@ class Plan:
     """The steps to run (not done, selected, needed) and the dependencies among them."""
 
     steps: List[Step]  # in dependency order
-    skipped_done: List[Step]
+    by_name: Dict[str, Step] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {step.name: step for step in self.steps}
 
     def dependencies(self, step: Step) -> List[Step]:
         """Those of ``step``'s dependencies that are themselves in the plan."""
-        planned = {planned.name: planned for planned in self.steps}
-        return [planned[name] for name in step.after if name in planned]
+        return [self.by_name[name] for name in step.after if name in self.by_name]
 
-    def dependants(self, failed: Sequence[str]) -> List[Step]:
-        """Every planned step that waits, directly or not, for one of ``failed``."""
-        blocked, names = [], set(failed)
-        for step in self.steps:  # dependency order: a step's dependencies come before it
-            if any(name in names for name in step.after):
-                blocked.append(step)
-                names.add(step.name)
-        return blocked
+
+def readers_of(steps: Sequence[Step]) -> Dict[str, List[Step]]:
+    """For each step's name, the steps that wait for it."""
+    readers: Dict[str, List[Step]] = {}
+    for step in steps:
+        for name in step.after:
+            readers.setdefault(name, []).append(step)
+    return readers
 
 
 def check_graph(steps: Sequence[Step]) -> Dict[str, Step]:
@@ -123,21 +125,17 @@ def plan_steps(steps: Sequence[Step], first_stage: int, last_stage: int) -> Plan
     """
     by_name = check_graph(steps)
     selected = [step for step in steps if first_stage <= step.stage <= last_stage]
-    pending = {step.name for step in selected if not step.done()}
-    readers: Dict[str, List[str]] = {}
-    for step in steps:
-        for name in step.after:
-            readers.setdefault(name, []).append(step.name)
+    readers = readers_of(steps)
     planned: List[Step] = []
+    planned_names = set()
     for step in reversed(selected):  # dependants first, so a scratch step sees whether it is read
-        if step.name not in pending:
+        if step.done():
             continue
-        if step.scratch and not any(reader in {p.name for p in planned} for reader in readers.get(step.name, [])):
-            pending.discard(step.name)
+        if step.scratch and not any(reader.name in planned_names for reader in readers.get(step.name, [])):
             continue
         planned.append(step)
+        planned_names.add(step.name)
     planned.reverse()
-    planned_names = {step.name for step in planned}
     for step in planned:
         for name in step.after:
             dependency = by_name[name]
@@ -146,17 +144,14 @@ def plan_steps(steps: Sequence[Step], first_stage: int, last_stage: int) -> Plan
                     f"{step.title}: {dependency.output_dir} is missing; stage {dependency.stage} "
                     f"({dependency.description}) makes it, run that first"
                 )
-    return Plan(planned, [step for step in selected if step.name not in planned_names])
+    return Plan(planned)
 
 
 def remove_finished_scratch(steps: Sequence[Step]) -> List[str]:
     """Delete the outputs of done scratch steps whose readers are all done; returns their
     names. The marker stays, renamed ``.removed``: the step is no longer done, and its time
     still counts in the cost table."""
-    readers: Dict[str, List[Step]] = {}
-    for step in steps:
-        for name in step.after:
-            readers.setdefault(name, []).append(step)
+    readers = readers_of(steps)
     removed = []
     for step in steps:
         if step.scratch and step.done() and readers.get(step.name) \
