@@ -20,6 +20,7 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPret
 from fairseq_flea.hubert.checkpoints import hubert_model_config, load_checkpoint_state
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.hubert.encoder import check_normalize_matches
+from fairseq_flea.hubert.fast_paths import use_fast_training_paths
 from fairseq_flea.hubert.init_from import (
     same_labels_as_checkpoint,
     take_architecture,
@@ -91,7 +92,7 @@ class EmotionHubertPretrainingTask(HubertPretrainingTask):
         # A model restored from one of our own checkpoints already has its weights and
         # architecture; init_from only seeds a new training run.
         if self.cfg.init_from is None or from_checkpoint:
-            return super().build_model(cfg, from_checkpoint)
+            return use_fast_training_paths(super().build_model(cfg, from_checkpoint))
 
         source_path = self.cfg.init_from
         state = load_checkpoint_state(source_path)
@@ -116,4 +117,4 @@ class EmotionHubertPretrainingTask(HubertPretrainingTask):
             f"{self.cfg.label_embeddings})"
         )
         logger.info(f"init_from {source_path}: {transfer.summary()}")
-        return model
+        return use_fast_training_paths(model)

@@ -1,0 +1,110 @@
+"""The fast training paths give fairseq's HuBERT results: same logits, gradients and encoder
+outputs, with the attention unmasked only when nothing is padded."""
+
+import pytest
+import torch
+from fairseq.data import Dictionary
+from fairseq.dataclass.utils import merge_with_parent
+from fairseq.models.hubert import HubertConfig, HubertModel
+from fairseq.modules import MultiheadAttention
+from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
+from omegaconf import OmegaConf
+
+from conftest import REPO_ROOT
+from fairseq_flea.hubert.fast_paths import label_logits_by_matmul, use_fast_training_paths
+
+
+class Temperature:
+    logit_temp = 0.1
+
+
+def nce_logits_and_gradients(compute_nce, dtype=torch.float32):
+    """Logits, and gradients of the masked-prediction loss, for 301 frames and 41 labels,
+    two of which have the same embedding."""
+    generator = torch.Generator().manual_seed(0)
+    embeddings = torch.randn(40, 16, generator=generator).to(dtype).requires_grad_()
+    x = torch.randn(301, 16, generator=generator).to(dtype).requires_grad_()
+    targets = torch.randint(0, 41, (301,), generator=generator)
+    label_embs = torch.cat([embeddings, embeddings[3:4]])
+    logits = compute_nce(Temperature(), x, label_embs[targets], label_embs.unsqueeze(1).expand(-1, 301, -1))
+    loss = torch.nn.functional.cross_entropy(logits.float(), torch.zeros(301, dtype=torch.long))
+    return (logits, *torch.autograd.grad(loss, [x, embeddings]))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 0.1)])
+def test_label_logits_match_fairseqs_compute_nce(dtype, tolerance):
+    fairseq_logits, *fairseq_gradients = nce_logits_and_gradients(HubertModel.compute_nce, dtype)
+    logits, *gradients = nce_logits_and_gradients(label_logits_by_matmul, dtype)
+    assert logits.dtype == fairseq_logits.dtype and logits.shape == fairseq_logits.shape == (301, 42)
+    # Each frame's own label, and label 3's twin for frames of label 3 or its twin, are -inf.
+    assert torch.equal(torch.isinf(logits), torch.isinf(fairseq_logits))
+    assert int(torch.isinf(logits).sum()) > 301
+    finite = ~torch.isinf(logits)
+    assert (logits[finite].float() - fairseq_logits[finite].float()).abs().max() < tolerance
+    for ours, theirs in zip(gradients, fairseq_gradients):
+        assert (ours.float() - theirs.float()).abs().max() <= tolerance * theirs.float().abs().max()
+
+
+def tiny_hubert() -> HubertModel:
+    tiny = OmegaConf.load(REPO_ROOT / "config" / "pretrain" / "hubert_tiny.yaml")
+    model_cfg = merge_with_parent(HubertConfig(), tiny.model)
+    dictionary = Dictionary()
+    for symbol in range(12):
+        dictionary.add_symbol(str(symbol))
+    torch.manual_seed(0)
+    return HubertModel(model_cfg, HubertPretrainingConfig(labels=["km"], label_rate=50), [dictionary]).eval()
+
+
+def masks_seen_by_attention(model: HubertModel) -> list:
+    """What each attention layer is called with, recorded after the fast path's own hook."""
+    seen = []
+    for module in model.modules():
+        if isinstance(module, MultiheadAttention):
+            module.register_forward_pre_hook(
+                lambda _, args, kwargs: seen.append(kwargs.get("key_padding_mask")), with_kwargs=True
+            )
+    return seen
+
+
+def pretraining_loss(model: HubertModel, source, padding_mask, targets):
+    """The masked-prediction loss, every other frame masked (fairseq draws its masks from
+    fresh entropy, so two runs would otherwise mask different frames)."""
+    def every_other_frame(x, frame_padding_mask, target_list):
+        masked = torch.zeros(x.shape[:2], dtype=torch.bool)
+        masked[:, ::2] = True
+        return x, masked
+
+    model.apply_mask = every_other_frame
+    output = model(source, target_list=[targets], padding_mask=padding_mask)
+    logits = model.get_logits(output, is_masked=True)[0]
+    loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+    return float(loss), output
+
+
+def test_an_unpadded_batch_trains_unmasked_with_fairseqs_loss():
+    # 0.99 s gives 49 frames: fairseq pads an odd count to 50 and masks the extra frame.
+    source = torch.randn(3, 15840)
+    no_padding = torch.zeros_like(source, dtype=torch.bool)
+    targets = torch.randint(0, 12, (3, 49))
+    reference, reference_output = pretraining_loss(tiny_hubert(), source, no_padding, targets)
+
+    model = use_fast_training_paths(tiny_hubert())
+    seen = masks_seen_by_attention(model)
+    loss, output = pretraining_loss(model, source, no_padding, targets)
+    assert seen and all(mask is None for mask in seen)
+    assert abs(loss - reference) < 1e-5
+    assert output["logit_m_list"][0].shape == reference_output["logit_m_list"][0].shape == (3 * 25, 1 + 16)  # 12 symbols and 4 special ones
+
+
+def test_a_padded_batch_keeps_its_mask_and_its_outputs():
+    source = torch.randn(2, 32000)
+    padding_mask = torch.zeros_like(source, dtype=torch.bool)
+    padding_mask[1, 16000:] = True
+    reference = tiny_hubert().extract_features(source, padding_mask=padding_mask, mask=False)[0]
+
+    model = use_fast_training_paths(tiny_hubert())
+    seen = masks_seen_by_attention(model)
+    features, frame_mask = model.extract_features(source, padding_mask=padding_mask, mask=False)
+    assert seen and all(mask is not None and bool(mask.any()) for mask in seen)
+    valid = ~frame_mask
+    assert (features[valid] - reference[valid]).abs().max() < 1e-5
