@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """One-command GPU check: the FLEA recipe at HuBERT-base size on the demo corpus, in fp16
-and in bf16, then the dump and prediction benches on the GPU, and one table.
+and in bf16, then the dump, training-throughput and prediction benches on the GPU, and one
+table (the throughput bench's own table is in the work dir's train_throughput.md).
 
 The demo (fairseq_flea.demo.flea_demo) brings its corpus and builds a HuBERT-base-size stand-in for
 the released checkpoint with the project's own code (a few updates from scratch on MFCC
@@ -226,6 +227,9 @@ def main() -> int:
             on_gpu = args.device == "cuda"
             steps.append(run_bench("dump_feature", "bench_dump_feature.py", [
                 "--device", args.device, "--utterances", "96" if on_gpu else "2"], sampler, work))
+            steps.append(run_bench("train_throughput", "bench_train_throughput.py", [
+                "--device", args.device, "--precision", *args.precisions,
+                "--table", str(work / "train_throughput.md")], sampler, work))
             steps.append(run_bench("predict_rtf", "bench_predict_rtf.py", [
                 "--device", args.device, "--utterances", "48" if on_gpu else "2", "--repeats", "2" if on_gpu else "1"],
                 sampler, work))

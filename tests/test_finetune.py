@@ -107,4 +107,4 @@ def test_a_shipped_config_trains_from_any_directory(emotion_corpus, scratch_run,
         f"checkpoint.save_dir={tmp_path / 'run'}", "optimization.max_epoch=1",
     ], cwd=elsewhere)
     assert_succeeded(result)
-    assert (tmp_path / "run" / "checkpoint_last.pt").is_file()
+    assert (tmp_path / "run" / "checkpoint_best.pt").is_file()

@@ -12,9 +12,10 @@ Stages (``--stage``/``--stop-stage``):
 
 Stage 0 runs first, in this process; the rest is a graph of steps (``steps.Step``), each
 done once: ``steps()`` builds it, a launcher (local or SLURM) runs what is not done. Every
-step writes ``.done`` into its output directory when it finishes; an interrupted training
-step resumes from fairseq's checkpoint_last.pt, an interrupted feature or label step starts
-again (its outputs only appear when whole). The leakage guard checks what each
+step writes ``.done`` into its output directory when it finishes; an interrupted
+pretraining resumes from fairseq's checkpoint_last.pt (saved every 2,000 updates), an
+interrupted fine-tuning (minutes; it keeps only checkpoint_best.pt), feature or label step
+starts again (its outputs only appear when whole). The leakage guard checks what each
 pretraining, k-means and fine-tuning step trains on against the fold's valid and test
 splits before the step starts.
 """

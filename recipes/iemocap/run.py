@@ -44,8 +44,9 @@ def main() -> None:
     parser.add_argument("--cpt-config", default="flea_cpt_base")
     parser.add_argument("--mean-config", default="ser_mean_base")
     parser.add_argument("--attention-config", default="ser_attention_base")
-    parser.add_argument("--precision", choices=sorted(PRECISION_OVERRIDES), default="fp16",
-                        help="fp16/bf16 on GPUs; fp32 on CPUs")
+    parser.add_argument("--precision", choices=sorted(PRECISION_OVERRIDES),
+                        help="default: the configs' own (bf16 in the base configs); fp16 on GPUs without "
+                             "bf16 (V100, T4), fp32 or bf16 on CPUs")
     parser.add_argument("--gpus-per-step", type=int, default=1, help="GPUs of each training step (fairseq's DDP)")
     parser.add_argument("--dry-run", action="store_true", help="print the steps, what is done and what would run")
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local")
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--finetune-overrides", default="", help="... for fine-tuning only")
     args = parser.parse_args()
     log_tool_progress()
-    overrides = [*PRECISION_OVERRIDES[args.precision], *shlex.split(args.overrides)]
+    overrides = [*PRECISION_OVERRIDES.get(args.precision, []), *shlex.split(args.overrides)]
     recipe = FleaRecipe(RecipeConfig(
         work_dir=args.work_dir, hubert_checkpoint=args.hubert, hubert_kmeans=args.hubert_kmeans,
         corpus_root=args.iemocap, corpus_csv=args.corpus_csv, folds=args.folds, layers=args.layers,

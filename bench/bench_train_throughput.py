@@ -1,0 +1,375 @@
+#!/usr/bin/env python3
+"""Training throughput: N updates of TAPT (masked prediction, 500 labels) and of
+ser_attention fine-tuning through fairseq-hydra-train with the shipped configs, on generated
+audio with IEMOCAP-like lengths, from a HuBERT-base-size (or tiny) stand-in checkpoint.
+
+For each run it prints updates/s and seconds of audio per second (steady state, after
+warm-up, waits for data included), model FLOP utilisation (FLOPs of one step counted with
+torch.utils.flop_counter, against the GPU's dense bf16/fp16 peak), peak GPU memory, the
+attention kernel that ran, how busy the GPU was inside a step, and the time outside the
+training steps: start-up, validation, checkpoint writes, waiting between steps, exit. The
+last column projects that share to a full-length run on one IEMOCAP fold (20,000 updates of
+pretraining; 40 epochs of fine-tuning) from the measured parts and the config's intervals.
+
+--checkouts runs other copies of the project the same way (e.g. the commit before a change,
+from `git worktree add`), so before and after are measured in one run on one machine.
+
+    python bench/bench_train_throughput.py --device cuda --precision bf16 [fp16 fp32]
+    python bench/bench_train_throughput.py --device cuda --checkouts . ../before --names after before
+    python bench/bench_train_throughput.py --device cpu   # tiny smoke test
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import soundfile as sf
+from omegaconf import OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from fairseq.dataclass.utils import merge_with_parent  # noqa: E402
+from fairseq.models.hubert import HubertConfig  # noqa: E402
+
+from fairseq_flea.hubert.conversion import save_fairseq_checkpoint  # noqa: E402
+from fairseq_flea.hubert.encoder import build_hubert_encoder  # noqa: E402
+from fairseq_flea.recipe.flea_recipe import PRECISION_OVERRIDES  # noqa: E402
+
+SAMPLE_RATE = 16000
+LABEL_RATE = 50
+UNITS = 500  # the released k-means model's labels, which TAPT predicts
+CLASSES = ["ang", "hap", "neu", "sad"]
+# IEMOCAP's lengths (median 3.6 s), drawn log-normally and kept within 0.6-20 s.
+MEDIAN_SECONDS, LOG_SPREAD, SHORTEST, LONGEST = 3.6, 0.6, 0.6, 20.0
+# One IEMOCAP fold (5531 utterances, 5 sessions): 4 sessions train, 5 % of them validate
+# pretraining; one speaker of the held-out session validates fine-tuning.
+FOLD_TRAIN_UTTERANCES = 4425
+FOLD_PRETRAIN_VALID_UTTERANCES = 221
+FOLD_FINETUNE_VALID_UTTERANCES = 553
+FULL_PRETRAINING_UPDATES = 20000
+FULL_FINETUNING_EPOCHS = 40
+# Dense bf16/fp16 tensor-core peak from NVIDIA's data sheets, TFLOP/s, by device name.
+PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
+               ("A100", 312.0), ("L40S", 362.0), ("A10", 125.0), ("L4", 121.0)]
+COUNT_AT, PROFILE_AT = 4, 5  # steps 1-3 warm up; rates are taken from step 6 on
+PHASES = {
+    "pretraining": ("pretrain", "tapt"),
+    "finetuning": ("finetune", "ser_attention"),
+}
+
+
+def utterance_lengths(count: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    seconds = np.clip(np.exp(rng.normal(np.log(MEDIAN_SECONDS), LOG_SPREAD, count)), SHORTEST, LONGEST)
+    return (seconds * SAMPLE_RATE).astype(int)
+
+
+def write_corpus(data_dir: Path, train_utterances: int) -> Dict[str, float]:
+    """Manifests, 500-unit frame labels and emotion labels of generated audio; seconds per split."""
+    rng = np.random.default_rng(0)
+    wav_dir = data_dir / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    for split, count, seed in (("train", train_utterances, 1), ("valid", max(2, train_utterances // 8), 2)):
+        lengths = utterance_lengths(count, seed)
+        manifest, units, emotions = [str(wav_dir)], [], []
+        for index, length in enumerate(lengths):
+            name = f"{split}_{index:05d}.wav"
+            tone = np.sin(2 * np.pi * rng.uniform(100, 300) * np.arange(length) / SAMPLE_RATE)
+            sf.write(wav_dir / name, (0.3 * tone + 0.05 * rng.standard_normal(length)).astype(np.float32),
+                     SAMPLE_RATE, subtype="PCM_16")
+            manifest.append(f"{name}\t{length}")
+            units.append(" ".join(map(str, rng.integers(0, UNITS, length * LABEL_RATE // SAMPLE_RATE))))
+            emotions.append(CLASSES[index % len(CLASSES)])
+        (data_dir / f"{split}.tsv").write_text("\n".join(manifest) + "\n")
+        (data_dir / f"{split}.km").write_text("\n".join(units) + "\n")
+        (data_dir / f"{split}.emo").write_text("\n".join(emotions) + "\n")
+        seconds[split] = float(lengths.sum()) / SAMPLE_RATE
+    (data_dir / "dict.km.txt").write_text("".join(f"{unit} 1\n" for unit in range(UNITS)))
+    (data_dir / "dict.emo.txt").write_text("".join(f"{label} 1\n" for label in CLASSES))
+    return seconds
+
+
+def write_stand_in(path: Path, size: str) -> None:
+    """A random-weight HuBERT checkpoint of the released model's format, base or tiny size."""
+    if size == "base":
+        architecture = {"_name": "hubert", "label_rate": LABEL_RATE}  # HubertConfig's defaults are base
+    else:
+        architecture = dict(OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "config/pretrain/hubert_tiny.yaml").model))
+    model_cfg = OmegaConf.create(OmegaConf.to_container(
+        merge_with_parent(HubertConfig(), OmegaConf.create(architecture)), enum_to_str=True))
+    task_cfg = {"_name": "hubert_pretraining", "sample_rate": SAMPLE_RATE, "normalize": False,
+                "labels": ["km"], "label_rate": LABEL_RATE}
+    encoder = build_hubert_encoder(OmegaConf.create({"model": model_cfg, "task": task_cfg}), {})
+    save_fairseq_checkpoint(str(path), {"model": model_cfg, "task": task_cfg}, encoder.state_dict())
+
+
+@dataclass
+class Run:
+    checkout: str
+    precision: str
+    phase: str
+    record: dict = field(default_factory=dict)
+    spawned: float = 0.0
+    ended: float = 0.0
+    config: dict = field(default_factory=dict)
+    log: str = ""
+
+
+def train_command(checkout: Path, phase: str, size: str, data: Path, stand_in: Path, save_dir: Path,
+                  precision: str, device: str, updates: int, extra: Sequence[str] = ()) -> List[str]:
+    config_group, config_stem = PHASES[phase]
+    overrides = [
+        f"common.user_dir={checkout / 'fairseq_flea'}", f"common.cpu={'true' if device == 'cpu' else 'false'}",
+        *PRECISION_OVERRIDES[precision], f"checkpoint.save_dir={save_dir}", f"optimization.max_update={updates}",
+        f"task.data={data}",
+    ]
+    if phase == "pretraining":
+        overrides += [f"task.label_dir={data}", "task.labels=[km]", f"task.init_from={stand_in}"]
+    else:
+        overrides += [f"model.w2v_path={stand_in}"]
+    overrides += list(extra)
+    return [sys.executable, str(REPO_ROOT / "bench" / "timed_hydra_train.py"),
+            "--config-dir", str(checkout / "config" / config_group), "--config-name", f"{config_stem}_{size}",
+            *overrides]
+
+
+def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_in: Path) -> Run:
+    run_dir = work / run.checkout / run.precision / run.phase
+    run_dir.mkdir(parents=True, exist_ok=True)
+    times_path = run_dir / "times.json"
+    command = train_command(checkout, run.phase, args.size, data, stand_in, run_dir / "checkpoints",
+                            run.precision, args.device, args.updates, args.overrides)
+    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path),
+           "FLEA_COUNT_FLOPS_AT": str(COUNT_AT), "FLEA_PROFILE_AT": str(PROFILE_AT),
+           "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
+    run.log = str(run_dir / "train.log")
+    with open(run.log, "w") as log:
+        run.spawned = time.time()
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=run_dir)
+        run.ended = time.time()
+    if finished.returncode != 0 or not times_path.is_file():
+        tail = Path(run.log).read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"{run.checkout} {run.precision} {run.phase} failed (see {run.log}): {' | '.join(tail)}")
+    run.record = json.loads(times_path.read_text())
+    run.config = OmegaConf.to_container(OmegaConf.load(run_dir / "checkpoints" / "hydra" / ".hydra" / "config.yaml"))
+    return run
+
+
+def peak_tflops(device_name: Optional[str], override: Optional[float]) -> Optional[float]:
+    if override:
+        return override
+    for name, tflops in PEAK_TFLOPS:
+        if device_name and name in device_name:
+            return tflops
+    return None
+
+
+def overlap(spans: Sequence[Sequence[float]], start: float, end: float) -> float:
+    return sum(max(0.0, min(b, end) - max(a, start)) for a, b in spans)
+
+
+def count_events(full_updates: float, full_epochs: float, every_epochs: int, every_updates: int) -> float:
+    """How often a full run validates or saves: per epoch interval, per update interval, and at the end."""
+    by_epoch = full_epochs / every_epochs if every_epochs and every_epochs > 0 else 0.0
+    by_update = full_updates / every_updates if every_updates and every_updates > 0 else 0.0
+    return math.floor(by_epoch) + math.floor(by_update) + 1
+
+
+@dataclass
+class Summary:
+    updates_per_second: float
+    audio_per_second: float
+    flops_per_audio_second: Optional[float]
+    mfu: Optional[float]
+    busy_in_step: Optional[float]
+    attention: str
+    startup: float
+    in_steps: float
+    validation: float
+    validations: int
+    saving: float
+    saves: int
+    waiting: float
+    exit: float
+    wall: float
+    outside_share: float
+    projected_outside_share: float
+    parts: Dict[str, float]
+    top_ops: List
+
+
+def summarise(run: Run, seconds: Dict[str, float], train_utterances: int, peak: Optional[float]) -> Summary:
+    record = run.record
+    steps = record["steps"]
+    special = [s for s in steps if "flops" in s or "profile" in s]
+    steady = [s for number, s in enumerate(steps, 1) if number > max(COUNT_AT, PROFILE_AT)]
+    window_start, window_end = steady[0]["start"], steady[-1]["end"]
+    interruptions = [*record["validations"], *record["saves"],
+                     *[[s["start"], s["end"]] for s in special]]
+    window = window_end - window_start - overlap(interruptions, window_start, window_end)
+    updates_per_second = len(steady) / window
+    audio_per_second = sum(s["audio_seconds"] for s in steady) / window
+    counted = next((s for s in steps if "flops" in s), None)
+    flops_per_audio_second = counted["flops"] / counted["audio_seconds"] if counted else None
+    mfu = (flops_per_audio_second * audio_per_second / (peak * 1e12)
+           if peak and flops_per_audio_second and run.precision != "fp32" else None)
+    profiled = next((s for s in steps if "profile" in s), {}).get("profile", {})
+    mean_step = sum(s["end"] - s["start"] for s in steady) / len(steady)
+    busy = profiled.get("busy_seconds")
+
+    in_steps = sum(s["end"] - s["start"] for s in steps)
+    validation = sum(b - a for a, b in record["validations"])
+    saving = sum(b - a for a, b in record["saves"])
+    first, last = steps[0]["start"], steps[-1]["end"]
+    waiting = (last - first) - in_steps - overlap(record["validations"] + record["saves"], first, last)
+    startup = first - run.spawned
+    exit_seconds = run.ended - record["training_done"]
+    wall = run.ended - run.spawned
+    # Validation and saving after the last step (the final ones) are outside [first, last].
+    outside = wall - in_steps
+
+    # A full run on one IEMOCAP fold, from the measured parts.
+    scale = FOLD_TRAIN_UTTERANCES / train_utterances
+    epochs = record["epochs"]
+    updates_per_epoch = (epochs[0]["num_updates"] if epochs else len(steps)) * scale
+    if run.phase == "pretraining":
+        full_updates, valid_scale = FULL_PRETRAINING_UPDATES, FOLD_PRETRAIN_VALID_UTTERANCES
+        full_epochs = full_updates / updates_per_epoch
+    else:
+        full_epochs, valid_scale = FULL_FINETUNING_EPOCHS, FOLD_FINETUNE_VALID_UTTERANCES
+        full_updates = full_epochs * updates_per_epoch
+    valid_scale /= max(2, train_utterances // 8)
+    checkpoint, dataset = run.config["checkpoint"], run.config["dataset"]
+    full_validations = count_events(full_updates, full_epochs, dataset["validate_interval"],
+                                    dataset["validate_interval_updates"])
+    full_saves = count_events(full_updates, full_epochs, checkpoint["save_interval"],
+                              checkpoint["save_interval_updates"])
+    per_validation = validation / max(1, len(record["validations"])) * valid_scale
+    per_save = saving / max(1, len(record["saves"]))
+    waiting_per_update = waiting / max(1, len(steps) - 1)
+    full_fixed = (startup + exit_seconds + full_validations * per_validation + full_saves * per_save
+                  + waiting_per_update * full_updates)
+    full_steps = full_updates * mean_step
+    return Summary(
+        updates_per_second=updates_per_second, audio_per_second=audio_per_second,
+        flops_per_audio_second=flops_per_audio_second, mfu=mfu,
+        busy_in_step=busy / mean_step if busy is not None else None,
+        attention=", ".join(profiled.get("attention", [])) or "-",
+        startup=startup, in_steps=in_steps, validation=validation, validations=len(record["validations"]),
+        saving=saving, saves=len(record["saves"]), waiting=waiting, exit=exit_seconds, wall=wall,
+        outside_share=outside / wall, projected_outside_share=full_fixed / (full_fixed + full_steps),
+        parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
+    )
+
+
+def format_row(run: Run, summary: Summary) -> str:
+    def number(value: Optional[float], digits: int, scale: float = 1.0) -> str:
+        return "-" if value is None else f"{value * scale:.{digits}f}"
+
+    memory = run.record.get("peak_memory_gib")
+    return (
+        f"| {run.checkout} | {run.precision} | {run.phase} | {summary.updates_per_second:.2f} | "
+        f"{summary.audio_per_second:.0f} | {number(summary.flops_per_audio_second, 1, 1e-9)} | "
+        f"{number(summary.mfu, 1, 100)} | {number(memory, 1)} | {summary.attention} | "
+        f"{number(summary.busy_in_step, 0, 100)} | {summary.startup:.1f} | {summary.in_steps:.1f} | "
+        f"{summary.validation:.1f} ({summary.validations}) | {summary.saving:.1f} ({summary.saves}) | "
+        f"{summary.waiting:.1f} | {summary.exit:.1f} | {100 * summary.outside_share:.0f} | "
+        f"{100 * summary.projected_outside_share:.1f} |"
+    )
+
+
+TABLE_HEADER = (
+    "| checkout | precision | phase | updates/s | audio s/s | GFLOP per audio s | MFU % | peak GPU memory (GiB) "
+    "| attention kernel | GPU busy in step % | start-up (s) | in steps (s) | validation (s, n) | saving (s, n) "
+    "| waiting (s) | exit (s) | outside steps % | outside steps %, full fold run (projected) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def format_details(run: Run, summary: Summary) -> str:
+    parts = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in summary.parts.items())
+    top = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in summary.top_ops[:5])
+    return f"- {run.checkout} {run.precision} {run.phase}: profiled step {parts or '-'}; top ops: {top or '-'}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--precision", nargs="+", choices=sorted(PRECISION_OVERRIDES), default=["bf16"])
+    parser.add_argument("--size", choices=["base", "tiny"], help="default: base on cuda, tiny on cpu")
+    parser.add_argument("--phases", nargs="+", choices=sorted(PHASES), default=["pretraining", "finetuning"])
+    parser.add_argument("--updates", type=int, help="updates per run (default: 100 on cuda, 8 on cpu)")
+    parser.add_argument("--utterances", type=int, help="generated training utterances (default: 800 on cuda, 24 on cpu)")
+    parser.add_argument("--checkouts", nargs="+", default=[str(REPO_ROOT)], help="project copies to run, in turn")
+    parser.add_argument("--names", nargs="+", help="a name for each checkout in the table (default: directory names)")
+    parser.add_argument("--overrides", nargs="*", default=[], help="more fairseq-hydra-train overrides for every run")
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (default: from its name)")
+    parser.add_argument("--work-dir", help="default: a new temporary directory")
+    parser.add_argument("--table", help="also write the table here (markdown)")
+    args = parser.parse_args()
+    on_gpu = args.device == "cuda"
+    args.size = args.size or ("base" if on_gpu else "tiny")
+    args.updates = args.updates or (100 if on_gpu else 8)
+    args.utterances = args.utterances or (800 if on_gpu else 24)
+    names = args.names or [Path(checkout).resolve().name for checkout in args.checkouts]
+    if len(names) != len(args.checkouts):
+        parser.error("--names needs one name per checkout")
+    if args.updates <= PROFILE_AT:
+        parser.error(f"--updates must be above {PROFILE_AT} (warm-up, a counted and a profiled step)")
+    import torch
+
+    if on_gpu and not torch.cuda.is_available():
+        print("error: no CUDA device (--device cpu runs the tiny smoke test)", file=sys.stderr)
+        return 1
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="flea_train_throughput_")).resolve()
+    data, stand_in = work / "data", work / "stand_in.pt"
+    started = time.time()
+    seconds = write_corpus(data, args.utterances)
+    write_stand_in(stand_in, args.size)
+    print(f"corpus: {args.utterances} training utterances ({seconds['train']:.0f} s), "
+          f"{seconds['valid']:.0f} s to validate; {args.size} stand-in; {time.time() - started:.0f} s", flush=True)
+
+    device_name = torch.cuda.get_device_name() if on_gpu else platform.processor() or platform.machine()
+    peak = peak_tflops(device_name if on_gpu else None, args.peak_tflops)
+    header = (f"{device_name}, torch {torch.__version__}, {args.size} size, {args.updates} updates per run, "
+              f"{args.utterances} training utterances; MFU against {peak or '-'} TFLOP/s")
+    rows, details, failures = [], [], []
+    table = header + "\n"
+    for checkout, name in zip(args.checkouts, names):
+        for precision in args.precision:
+            for phase in args.phases:
+                run = Run(name, precision, phase)
+                try:
+                    run_training(run, Path(checkout).resolve(), args, work, data, stand_in)
+                except RuntimeError as error:
+                    failures.append(str(error))
+                    print(f"error: {error}", file=sys.stderr, flush=True)
+                    continue
+                summary = summarise(run, seconds, args.utterances, peak)
+                rows.append(format_row(run, summary))
+                details.append(format_details(run, summary))
+                table = "\n".join([header, "", TABLE_HEADER, *rows, "", *details]) + "\n"
+                print(rows[-1], flush=True)
+                if args.table:
+                    Path(args.table).write_text(table)
+    print(f"\ntraining throughput, {time.time() - started:.0f} s in all, work dir {work}\n\n" + table)
+    if failures:
+        print(f"error: {len(failures)} run(s) failed; the first: {failures[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

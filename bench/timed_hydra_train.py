@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""fairseq-hydra-train with timers, for bench/bench_train_throughput.py.
+
+Same command line, same fairseq code path (``fairseq_cli.hydra_train.cli_main``): only
+fairseq's ``Trainer.train_step``, ``validate``, ``save_checkpoint`` and per-epoch ``train``
+are wrapped to record when they start and end (CUDA synchronised on both sides). One step
+also runs under ``torch.utils.flop_counter.FlopCounterMode`` and another under the PyTorch
+profiler (which attention kernel ran, how long the GPU was busy, where its time went); both
+are left out of the timings. The record is written as JSON to $FLEA_TRAINING_TIMES.
+
+    FLEA_TRAINING_TIMES=times.json python bench/timed_hydra_train.py --config-dir ... [overrides]
+"""
+
+import json
+import os
+import sys
+import time
+
+PROCESS_STARTED = time.time()
+
+import torch  # noqa: E402
+from fairseq import checkpoint_utils  # noqa: E402
+from fairseq.trainer import Trainer  # noqa: E402
+import fairseq_cli.train as fairseq_train  # noqa: E402
+from fairseq_cli.hydra_train import cli_main  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+SAMPLE_RATE = 16000  # every shipped config trains on 16 kHz audio
+# Which step (1-based) to count FLOPs of and to profile; 0: none.
+COUNT_FLOPS_AT = int(os.environ.get("FLEA_COUNT_FLOPS_AT", "0"))
+PROFILE_AT = int(os.environ.get("FLEA_PROFILE_AT", "0"))
+ATTENTION_OPS = {
+    "aten::_scaled_dot_product_flash_attention": "flash",
+    "aten::_scaled_dot_product_efficient_attention": "memory-efficient",
+    "aten::_scaled_dot_product_cudnn_attention": "cuDNN",
+    "aten::_scaled_dot_product_attention_math": "math",
+    "aten::_scaled_dot_product_flash_attention_for_cpu": "CPU flash",
+}
+STEP_PARTS = ("forward", "backward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
+
+record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": []}
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def audio_seconds(samples) -> float:
+    """Seconds of audio the model sees in a step: unpadded samples of every batch."""
+    total = 0
+    for sample in samples:
+        net_input = (sample or {}).get("net_input", {})
+        source = net_input.get("source")
+        if source is None:
+            continue
+        if net_input.get("lengths") is not None:
+            total += int(net_input["lengths"].sum())
+        elif net_input.get("padding_mask") is not None:
+            total += int((~net_input["padding_mask"]).sum())
+        else:
+            total += source.numel()
+    return total / SAMPLE_RATE
+
+
+def profile_summary(profile) -> dict:
+    """Attention kernels, the device time of the step and of fairseq's parts of it, top ops."""
+    averages = profile.key_averages()
+    on_gpu = torch.cuda.is_available()
+
+    def device_time(event) -> float:
+        return float(getattr(event, "device_time_total", 0.0) if on_gpu else event.cpu_time_total)
+
+    def self_time(event) -> float:
+        return float(getattr(event, "self_device_time_total", 0.0) if on_gpu else event.self_cpu_time_total)
+
+    attention = sorted({ATTENTION_OPS[event.key] for event in averages if event.key in ATTENTION_OPS})
+    parts = {event.key: device_time(event) / 1e6 for event in averages if event.key in STEP_PARTS}
+    top = sorted(averages, key=self_time, reverse=True)[:8]
+    return {
+        "attention": attention,
+        "busy_seconds": sum(self_time(event) for event in averages) / 1e6 if on_gpu else None,
+        "parts_seconds": parts,
+        "top_ops": [[event.key, self_time(event) / 1e6] for event in top],
+    }
+
+
+def timed(kind: str, function):
+    def wrapper(*args, **kwargs):
+        synchronize()
+        start = time.time()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            synchronize()
+            record[kind].append([start, time.time()])
+
+    wrapper.__wrapped__ = function
+    return wrapper
+
+
+original_train_step = Trainer.train_step
+
+
+def timed_train_step(trainer, samples, raise_oom=False):
+    number = len(record["steps"]) + 1
+    step = {"audio_seconds": audio_seconds(samples)}
+    synchronize()
+    step["start"] = time.time()
+    if number == COUNT_FLOPS_AT:
+        with FlopCounterMode(display=False) as counter:
+            output = original_train_step(trainer, samples, raise_oom)
+        step["flops"] = counter.get_total_flops()
+    elif number == PROFILE_AT:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as profile:
+            output = original_train_step(trainer, samples, raise_oom)
+            synchronize()
+        step["profile"] = profile_summary(profile)
+    else:
+        output = original_train_step(trainer, samples, raise_oom)
+    synchronize()
+    step["end"] = time.time()
+    step["num_updates"] = trainer.get_num_updates()
+    record["steps"].append(step)
+    return output
+
+
+original_train = fairseq_train.train
+
+
+def timed_epoch(cfg, trainer, task, epoch_itr):
+    start = time.time()
+    result = original_train(cfg, trainer, task, epoch_itr)
+    record["epochs"].append({"start": start, "end": time.time(), "num_updates": trainer.get_num_updates()})
+    return result
+
+
+def main() -> None:
+    Trainer.train_step = timed_train_step
+    fairseq_train.train = timed_epoch
+    fairseq_train.validate = timed("validations", fairseq_train.validate)
+    # fairseq keeps the best score as an attribute of save_checkpoint: keep it on the wrapper.
+    checkpoint_utils.save_checkpoint = timed("saves", checkpoint_utils.save_checkpoint)
+    try:
+        cli_main()
+    finally:
+        record["training_done"] = time.time()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            record["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            record["device"] = torch.cuda.get_device_name()
+        with open(os.environ["FLEA_TRAINING_TIMES"], "w") as output:
+            json.dump(record, output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""bench/bench_train_throughput.py as a CPU smoke test: the tiny configs through the timed
+fairseq-hydra-train, one row per phase with rates, counted FLOPs, the attention kernel and the
+time outside the steps. No timing is asserted; the GPU figures need a GPU."""
+
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, assert_succeeded
+
+
+def test_the_bench_times_both_phases_through_fairseq(tmp_path):
+    table = tmp_path / "throughput.md"
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "bench_train_throughput.py"), "--device", "cpu",
+         "--updates", "7", "--utterances", "16", "--work-dir", str(tmp_path / "work"), "--table", str(table)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert_succeeded(result)
+    rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.startswith("| ")]
+    header, *runs = [[cell.strip() for cell in row] for row in rows]
+    by_phase = {row[2]: dict(zip(header, row)) for row in runs}
+    assert set(by_phase) == {"pretraining", "finetuning"}
+    for phase, row in by_phase.items():
+        assert float(row["updates/s"]) > 0 and float(row["audio s/s"]) > 0, row
+        # HuBERT needs tens of MFLOP per audio second even at the tiny size; none is a counter that missed.
+        assert float(row["GFLOP per audio s"]) > 0.01, row
+        assert row["attention kernel"] not in ("", "-"), row
+        assert float(row["start-up (s)"]) > 0 and float(row["in steps (s)"]) > 0, row
+        assert 0 < float(row["outside steps %"]) < 100, row
+        assert row["validation (s, n)"].endswith(")") and not row["validation (s, n)"].endswith("(0)"), row
+    # The profiled step says where its time went, by fairseq's own parts of a step.
+    assert "profiled step forward" in table.read_text()
