@@ -151,7 +151,7 @@ def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_i
     times_path = run_dir / "times.json"
     command = train_command(checkout, run.phase, args.size, data, stand_in, run_dir / "checkpoints",
                             run.precision, args.device, args.updates, args.overrides)
-    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path),
+    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path), "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
            "FLEA_COUNT_FLOPS_AT": str(COUNT_AT), "FLEA_PROFILE_AT": str(PROFILE_AT),
            "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
     run.log = str(run_dir / "train.log")
@@ -299,9 +299,13 @@ TABLE_HEADER = (
 
 
 def format_details(run: Run, summary: Summary) -> str:
-    parts = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in summary.parts.items())
+    names = {"forward": "forward and backward"}
+    parts = ", ".join(f"{names.get(name, name)} {seconds * 1000:.1f} ms" for name, seconds in summary.parts.items())
     top = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in summary.top_ops[:5])
-    return f"- {run.checkout} {run.precision} {run.phase}: profiled step {parts or '-'}; top ops: {top or '-'}"
+    busy = run.record and next((s["profile"] for s in run.record["steps"] if "profile" in s), {}).get("busy_seconds")
+    kernels = f"kernels {busy * 1000:.1f} ms in all, " if busy is not None else ""
+    return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
+            f"operators by their own time: {top or '-'}")
 
 
 def main() -> int:

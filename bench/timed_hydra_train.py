@@ -19,6 +19,7 @@ import time
 PROCESS_STARTED = time.time()
 
 import torch  # noqa: E402
+from torch.autograd import DeviceType  # noqa: E402
 from fairseq import checkpoint_utils  # noqa: E402
 from fairseq.trainer import Trainer  # noqa: E402
 import fairseq_cli.train as fairseq_train  # noqa: E402
@@ -36,7 +37,9 @@ ATTENTION_OPS = {
     "aten::_scaled_dot_product_attention_math": "math",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "CPU flash",
 }
-STEP_PARTS = ("forward", "backward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
+# fairseq's ranges in Trainer.train_step; its "forward" holds the task's train_step: forward
+# and backward.
+STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": []}
 
@@ -67,20 +70,27 @@ def profile_summary(profile) -> dict:
     """Attention kernels, the device time of the step and of fairseq's parts of it, top ops."""
     averages = profile.key_averages()
     on_gpu = torch.cuda.is_available()
+    kernels = [event for event in profile.events() if event.device_type == DeviceType.CUDA]
 
     def device_time(event) -> float:
-        return float(getattr(event, "device_time_total", 0.0) if on_gpu else event.cpu_time_total)
+        return float(event.device_time_total if on_gpu else event.cpu_time_total)
 
     def self_time(event) -> float:
-        return float(getattr(event, "self_device_time_total", 0.0) if on_gpu else event.self_cpu_time_total)
+        return float(event.self_device_time_total if on_gpu else event.self_cpu_time_total)
 
+    # Operators (not fairseq's ranges, the profiler's own or kernels) by the time of their kernels.
+    operators = [event for event in averages if event.key.startswith("aten::") and event.device_type != DeviceType.CUDA]
+    top = sorted(operators, key=self_time, reverse=True)[:8]
     attention = sorted({ATTENTION_OPS[event.key] for event in averages if event.key in ATTENTION_OPS})
-    parts = {event.key: device_time(event) / 1e6 for event in averages if event.key in STEP_PARTS}
-    top = sorted(averages, key=self_time, reverse=True)[:8]
+    table_path = os.environ.get("FLEA_PROFILE_TABLE")
+    if table_path:
+        with open(table_path, "w") as table:
+            table.write(averages.table(sort_by="self_cuda_time_total" if on_gpu else "self_cpu_time_total",
+                                       row_limit=60, max_name_column_width=90))
     return {
         "attention": attention,
-        "busy_seconds": sum(self_time(event) for event in averages) / 1e6 if on_gpu else None,
-        "parts_seconds": parts,
+        "busy_seconds": sum(event.time_range.elapsed_us() for event in kernels) / 1e6 if on_gpu else None,
+        "parts_seconds": {event.key: device_time(event) / 1e6 for event in averages if event.key in STEP_PARTS},
         "top_ops": [[event.key, self_time(event) / 1e6] for event in top],
     }
 

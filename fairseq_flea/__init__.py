@@ -1,6 +1,6 @@
 """fairseq-flea: frame-level emotional state alignment (FLEA) as a fairseq plugin.
 
-Importing this package registers its tasks, models and criterions with fairseq (and lets
+Importing this package registers its tasks, models, criterions and optimizer with fairseq (and lets
 torch>=2.6 load fairseq checkpoints without switching torch's safe-loading check off) as
 soon as fairseq itself is loaded: at once when it already is (``fairseq-hydra-train``
 imports its ``common.user_dir`` after fairseq), otherwise when something imports it later.
@@ -23,7 +23,7 @@ def register() -> None:
     from fairseq_flea.hubert.checkpoints import allow_fairseq_checkpoint_types
 
     allow_fairseq_checkpoint_types()
-    from fairseq_flea import criterions, models, tasks  # noqa: F401  (registers with fairseq on import)
+    from fairseq_flea import criterions, models, optim, tasks  # noqa: F401  (registers with fairseq on import)
 
 
 def import_without_logging_side_effects(exec_module, module) -> None:

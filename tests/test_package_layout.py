@@ -14,7 +14,7 @@ PACKAGE = REPO_ROOT / "fairseq_flea"
 LAYERS = [
     {"io"},
     {"corpus", "hubert", "launch"},
-    {"tasks", "models", "criterions"},
+    {"tasks", "models", "criterions", "optim"},
     {"units"},
     {"inference"},
     {"evaluation"},
