@@ -66,11 +66,28 @@ def audio_seconds(samples) -> float:
     return total / SAMPLE_RATE
 
 
+def union_length(spans) -> float:
+    """Total length covered by sorted (start, end) spans."""
+    covered, reach = 0.0, float("-inf")
+    for start, end in spans:
+        if end > reach:
+            covered += end - max(start, reach)
+            reach = end
+    return covered
+
+
 def profile_summary(profile) -> dict:
     """Attention kernels, the device time of the step and of fairseq's parts of it, top ops."""
     averages = profile.key_averages()
     on_gpu = torch.cuda.is_available()
-    kernels = [event for event in profile.events() if event.device_type == DeviceType.CUDA]
+    # On the GPU's timeline the profiler also draws fairseq's ranges ("forward", ...) and the
+    # optimizer's: those span gaps between kernels, so only kernels count, overlaps once.
+    ranges = {*STEP_PARTS, "backward"}
+    kernels = sorted(
+        (event.time_range.start, event.time_range.end) for event in profile.events()
+        if event.device_type == DeviceType.CUDA and event.name not in ranges
+        and not event.name.startswith(("Optimizer.", "ProfilerStep"))
+    )
 
     def device_time(event) -> float:
         return float(event.device_time_total if on_gpu else event.cpu_time_total)
@@ -89,7 +106,7 @@ def profile_summary(profile) -> dict:
                                        row_limit=60, max_name_column_width=90))
     return {
         "attention": attention,
-        "busy_seconds": sum(event.time_range.elapsed_us() for event in kernels) / 1e6 if on_gpu else None,
+        "busy_seconds": union_length(kernels) / 1e6 if on_gpu else None,
         "parts_seconds": {event.key: device_time(event) / 1e6 for event in averages if event.key in STEP_PARTS},
         "top_ops": [[event.key, self_time(event) / 1e6] for event in top],
     }

@@ -11,7 +11,7 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT
-from fairseq_flea.hubert.fast_paths import convolve_by_matmul, label_logits_by_matmul, use_fast_training_paths
+from fairseq_flea.hubert.fast_paths import label_logits_by_matmul, use_fast_training_paths
 
 
 class Temperature:
@@ -108,25 +108,6 @@ def test_a_padded_batch_keeps_its_mask_and_its_outputs():
     assert seen and all(mask is not None and bool(mask.any()) for mask in seen)
     valid = ~frame_mask
     assert (features[valid] - reference[valid]).abs().max() < 1e-5
-
-
-def test_the_feature_extractor_convolves_by_matmul_with_the_same_result_and_gradients():
-    reference, model = tiny_hubert(), convolve_by_matmul_model()
-    source = torch.randn(2, 8000, requires_grad=True)
-    expected = reference.feature_extractor(source)
-    got = model.feature_extractor(source)
-    assert got.shape == expected.shape
-    assert (got - expected).abs().max() < 1e-5
-    expected_grad, = torch.autograd.grad(expected.square().sum(), source)
-    got_grad, = torch.autograd.grad(got.square().sum(), source)
-    assert (got_grad - expected_grad).abs().max() <= 1e-4 * expected_grad.abs().max()
-    assert model.state_dict().keys() == reference.state_dict().keys()
-
-
-def convolve_by_matmul_model() -> HubertModel:
-    model = tiny_hubert()
-    assert convolve_by_matmul(model) == 7  # every layer of '[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2'
-    return model
 
 
 def test_fairseqs_adam_settings_give_the_same_update_through_the_fused_adamw():

@@ -1,22 +1,21 @@
 """Faster, exact ways through fairseq's HuBERT for training, applied to a built model.
 
-Each changes how a result is computed, never what it is, and leaves the weights, their
-names and the checkpoint format alone, so models stay fairseq's own ``hubert``:
+Both change how a result is computed, never what it is, and leave the weights, their names
+and the checkpoint format alone, so models stay fairseq's own ``hubert``:
 
 - Attention without a padding mask when nothing is padded. fairseq's encoder pads every
   sequence to an even number of frames and always passes a key padding mask, which PyTorch's
   scaled-dot-product attention turns into an additive bias; with a bias it cannot use its
   flash kernel. HuBERT pretraining crops each batch to its shortest utterance, so its masks
-  are all False: dropping them (and the extra frame) gives the same attention, faster.
+  are all False: dropping them (and the extra frame) gives the same attention. (torch 2.11
+  on an H100 ran its cuDNN kernel either way: no change measured there.)
 - Masked-prediction logits by one matrix product. fairseq's ``compute_nce`` compares every
   frame with every label embedding by expanding them into a (labels + 1, frames, dim)
   float32 tensor (1.6 GB for an 80 s batch with 500 labels) and comparing it elementwise;
   here the same cosine similarities come from normalised vectors and one (frames, labels)
   product, and the positive label's duplicates are masked exactly as fairseq masks them.
-- The convolutional feature extractor as matrix products. PyTorch runs a 1-D convolution as
-  a 2-D one of height 1, and cuDNN picked slow kernels for HuBERT's (waveform, kernel 10,
-  stride 5, then 512 channels, kernels 3 and 2): on an H100 they took a fifth of a training
-  step. Unfolded into windows, each layer is one product on the tensor cores.
+  HuBERT-base TAPT on an H100: 1.7x the updates per second, peak memory 13.5 -> 3.0 GiB
+  (BENCHMARKS.md).
 """
 
 from typing import Optional
@@ -87,41 +86,9 @@ def label_logits_by_matmul(model: HubertModel, x: torch.Tensor, pos: torch.Tenso
     return torch.cat([positive, negative], dim=1).type_as(x) / model.logit_temp
 
 
-class MatmulConv1d(nn.Conv1d):
-    """``nn.Conv1d`` (no padding, dilation or groups) as one matrix product over unfolded
-    windows: the same weights, state-dict keys and result."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding != (0,) or self.dilation != (1,) or self.groups != 1 or x.dim() != 3:
-            return super().forward(x)
-        (kernel,), (stride,) = self.kernel_size, self.stride
-        batch, channels, _ = x.shape
-        # (batch, channels, frames, kernel) -> (batch, frames, channels * kernel), the order
-        # of the weight's (out, in, kernel) flattened.
-        windows = x.unfold(2, kernel, stride).transpose(1, 2).reshape(batch, -1, channels * kernel)
-        out = windows @ self.weight.reshape(self.out_channels, -1).t()
-        if self.bias is not None:
-            out = out + self.bias
-        return out.transpose(1, 2)
-
-
-def convolve_by_matmul(model: nn.Module) -> int:
-    """Run every plain 1-D convolution of HuBERT feature extractors in ``model`` as matrix
-    products; returns how many."""
-    changed = 0
-    for module in model.modules():
-        if type(module).__name__ == "ConvFeatureExtractionModel":
-            for conv in module.modules():
-                if type(conv) is nn.Conv1d and conv.padding == (0,) and conv.dilation == (1,) and conv.groups == 1:
-                    conv.__class__ = MatmulConv1d  # same module, parameters and keys; another forward
-                    changed += 1
-    return changed
-
-
 def use_fast_training_paths(model: nn.Module) -> nn.Module:
-    """Every fast path on a HuBERT model (label logits only where it predicts labels)."""
+    """Both fast paths on a HuBERT model (label logits only where it predicts labels)."""
     attend_without_empty_padding_masks(model)
-    convolve_by_matmul(model)
     if isinstance(model, HubertModel):
         model.compute_nce = label_logits_by_matmul.__get__(model)
     return model
