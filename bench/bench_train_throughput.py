@@ -210,7 +210,7 @@ class Summary:
     top_ops: List
 
 
-def summarise(run: Run, seconds: Dict[str, float], train_utterances: int, peak: Optional[float]) -> Summary:
+def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary:
     record = run.record
     steps = record["steps"]
     special = [s for s in steps if "flops" in s or "profile" in s]
@@ -361,7 +361,7 @@ def main() -> int:
                     failures.append(str(error))
                     print(f"error: {error}", file=sys.stderr, flush=True)
                     continue
-                summary = summarise(run, seconds, args.utterances, peak)
+                summary = summarise(run, args.utterances, peak)
                 rows.append(format_row(run, summary))
                 details.append(format_details(run, summary))
                 table = "\n".join([header, "", TABLE_HEADER, *rows, "", *details]) + "\n"

@@ -28,5 +28,7 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
         assert float(row["start-up (s)"]) > 0 and float(row["in steps (s)"]) > 0, row
         assert 0 < float(row["outside steps %"]) < 100, row
         assert row["validation (s, n)"].endswith(")") and not row["validation (s, n)"].endswith("(0)"), row
-    # The profiled step says where its time went, by fairseq's own parts of a step.
-    assert "profiled step forward" in table.read_text()
+    # The profiled step says where its time went, by fairseq's own parts of a step, and its
+    # operator table is kept beside the run.
+    assert "profiled step: forward and backward" in table.read_text()
+    assert (tmp_path / "work" / REPO_ROOT.name / "bf16" / "pretraining" / "profile.txt").stat().st_size > 0
