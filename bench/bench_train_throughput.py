@@ -75,13 +75,17 @@ def utterance_lengths(count: int, seed: int) -> np.ndarray:
     return (seconds * SAMPLE_RATE).astype(int)
 
 
+def validation_utterances(train_utterances: int) -> int:
+    return max(2, train_utterances // 8)
+
+
 def write_corpus(data_dir: Path, train_utterances: int) -> Dict[str, float]:
     """Manifests, 500-unit frame labels and emotion labels of generated audio; seconds per split."""
     rng = np.random.default_rng(0)
     wav_dir = data_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     seconds = {}
-    for split, count, seed in (("train", train_utterances, 1), ("valid", max(2, train_utterances // 8), 2)):
+    for split, count, seed in (("train", train_utterances, 1), ("valid", validation_utterances(train_utterances), 2)):
         lengths = utterance_lengths(count, seed)
         manifest, units, emotions = [str(wav_dir)], [], []
         for index, length in enumerate(lengths):
@@ -193,6 +197,7 @@ class Summary:
     audio_per_second: float
     flops_per_audio_second: Optional[float]
     mfu: Optional[float]
+    kernel_seconds: Optional[float]  # of the profiled step, on the GPU
     busy_in_step: Optional[float]
     attention: str
     startup: float
@@ -203,7 +208,6 @@ class Summary:
     saves: int
     waiting: float
     exit: float
-    wall: float
     outside_share: float
     projected_outside_share: float
     parts: Dict[str, float]
@@ -250,7 +254,7 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
     else:
         full_epochs, valid_scale = FULL_FINETUNING_EPOCHS, FOLD_FINETUNE_VALID_UTTERANCES
         full_updates = full_epochs * updates_per_epoch
-    valid_scale /= max(2, train_utterances // 8)
+    valid_scale /= validation_utterances(train_utterances)
     checkpoint, dataset = run.config["checkpoint"], run.config["dataset"]
     full_validations = count_events(full_updates, full_epochs, dataset["validate_interval"],
                                     dataset["validate_interval_updates"])
@@ -265,10 +269,10 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
     return Summary(
         updates_per_second=updates_per_second, audio_per_second=audio_per_second,
         flops_per_audio_second=flops_per_audio_second, mfu=mfu,
-        busy_in_step=busy / mean_step if busy is not None else None,
+        kernel_seconds=busy, busy_in_step=busy / mean_step if busy is not None else None,
         attention=", ".join(profiled.get("attention", [])) or "-",
         startup=startup, in_steps=in_steps, validation=validation, validations=len(record["validations"]),
-        saving=saving, saves=len(record["saves"]), waiting=waiting, exit=exit_seconds, wall=wall,
+        saving=saving, saves=len(record["saves"]), waiting=waiting, exit=exit_seconds,
         outside_share=outside / wall, projected_outside_share=full_fixed / (full_fixed + full_steps),
         parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
     )
@@ -302,8 +306,7 @@ def format_details(run: Run, summary: Summary) -> str:
     names = {"forward": "forward and backward"}
     parts = ", ".join(f"{names.get(name, name)} {seconds * 1000:.1f} ms" for name, seconds in summary.parts.items())
     top = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in summary.top_ops[:5])
-    busy = run.record and next((s["profile"] for s in run.record["steps"] if "profile" in s), {}).get("busy_seconds")
-    kernels = f"kernels {busy * 1000:.1f} ms in all, " if busy is not None else ""
+    kernels = f"kernels {summary.kernel_seconds * 1000:.1f} ms in all, " if summary.kernel_seconds is not None else ""
     return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
             f"operators by their own time: {top or '-'}")
 

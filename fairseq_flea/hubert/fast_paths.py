@@ -87,7 +87,7 @@ def label_logits_by_matmul(model: HubertModel, x: torch.Tensor, pos: torch.Tenso
 
 
 def use_fast_training_paths(model: nn.Module) -> nn.Module:
-    """Both fast paths on a HuBERT model (label logits only where it predicts labels)."""
+    """Both fast paths on a HuBERT pretraining model (label logits only on a ``HubertModel``)."""
     attend_without_empty_padding_masks(model)
     if isinstance(model, HubertModel):
         model.compute_nce = label_logits_by_matmul.__get__(model)
