@@ -11,7 +11,7 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT
-from fairseq_flea.hubert.fast_paths import label_logits_by_matmul, use_fast_training_paths
+from fairseq_flea.hubert.fast_paths import label_logits_by_matmul, positional_convs_by_fft, use_fast_training_paths
 
 
 class Temperature:
@@ -108,6 +108,43 @@ def test_a_padded_batch_keeps_its_mask_and_its_outputs():
     assert seen and all(mask is not None and bool(mask.any()) for mask in seen)
     valid = ~frame_mask
     assert (features[valid] - reference[valid]).abs().max() < 1e-5
+
+
+def positional_conv_outputs_and_gradients(by_fft: bool, dtype: torch.dtype):
+    """HuBERT base's positional convolution (768 channels, kernel 128, 16 groups, weight
+    norm) on 2 x 37 frames: its output and the gradients of a loss on it."""
+    from fairseq.models.wav2vec.wav2vec2 import make_conv_pos
+
+    torch.manual_seed(0)
+    pos_conv = make_conv_pos(768, 128, 16)
+    torch.nn.init.normal_(pos_conv[0].bias, std=0.1)  # fairseq starts it at 0
+    holder = torch.nn.Module()
+    holder.pos_conv = pos_conv.to(dtype)
+    if by_fft:
+        assert positional_convs_by_fft(holder) == 1
+    x = torch.randn(2, 768, 37).to(dtype).requires_grad_()
+    output = pos_conv(x)
+    loss = (output.float() * torch.linspace(-1, 1, output.shape[-1])).sum()
+    parameters = [x, pos_conv[0].weight_g, pos_conv[0].weight_v, pos_conv[0].bias]
+    return (output, *torch.autograd.grad(loss, parameters))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 0.02)])
+def test_the_positional_convolution_by_fft_matches_fairseqs(dtype, tolerance):
+    reference = positional_conv_outputs_and_gradients(False, torch.float32)
+    results = positional_conv_outputs_and_gradients(True, dtype)
+    assert results[0].dtype == dtype and results[0].shape == reference[0].shape == (2, 768, 37)
+    for ours, theirs in zip(results, reference):
+        assert (ours.float() - theirs).abs().max() <= tolerance * theirs.abs().max()
+
+
+def test_the_encoder_with_the_positional_convolution_by_fft_gives_the_same_features():
+    source = torch.randn(2, 16000)
+    reference = tiny_hubert().extract_features(source, mask=False)[0]
+    model = tiny_hubert()
+    assert positional_convs_by_fft(model) == 1
+    features = model.extract_features(source, mask=False)[0]
+    assert (features - reference).abs().max() < 1e-5
 
 
 def test_fairseqs_adam_settings_give_the_same_update_through_the_fused_adamw():

@@ -16,6 +16,15 @@ and the checkpoint format alone, so models stay fairseq's own ``hubert``:
   product, and the positive label's duplicates are masked exactly as fairseq masks them.
   HuBERT-base TAPT on an H100: 1.7x the updates per second, peak memory 13.5 -> 3.0 GiB
   (BENCHMARKS.md).
+
+One more is a candidate, not applied by the tasks until a GPU measures it faster
+(``bench/bench_encoder_step.py`` compares it with fairseq's own path):
+
+- The positional convolution by FFT. HuBERT base's ``Conv1d(768, 768, 128, groups=16)`` ran
+  on cuDNN's generic kernels on an H100: 33 of 74 ms of kernel time in a TAPT step, for ~3 %
+  of the step's FLOPs. As a product of Fourier transforms it needs ~50x fewer FLOPs; it is
+  computed in float32 whatever the model's dtype, and matches the convolution to float32
+  rounding.
 """
 
 from typing import Optional
@@ -84,6 +93,41 @@ def label_logits_by_matmul(model: HubertModel, x: torch.Tensor, pos: torch.Tenso
         same_as_positive = torch.cdist(pos.detach().float(), embeddings.detach(), p=float("inf")) == 0
     negative = negative.masked_fill(same_as_positive, float("-inf"))
     return torch.cat([positive, negative], dim=1).type_as(x) / model.logit_temp
+
+
+def conv1d_by_fft(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a stride-1, undilated, zero-padded Conv1d, as a product of real FFTs in
+    float32 (cast back to ``x``'s dtype). Cross-correlation with the kernel is a product with
+    its conjugate transform; a transform as long as the padded input leaves every output
+    frame free of wrap-around."""
+    weight = conv.weight  # after the weight-norm pre-hook has set it
+    out_channels, in_per_group, kernel = weight.shape
+    groups, padding = conv.groups, conv.padding[0]
+    batch, _, frames = x.shape
+    length = frames + 2 * padding
+    signal = torch.fft.rfft(F.pad(x.float(), (padding, padding)), n=length)
+    signal = signal.view(batch, groups, in_per_group, -1)
+    response = torch.fft.rfft(weight.float(), n=length).view(groups, out_channels // groups, in_per_group, -1)
+    product = torch.einsum("bgif,goif->bgof", signal, response.conj())
+    output = torch.fft.irfft(product.reshape(batch, out_channels, -1), n=length)[..., : length - kernel + 1]
+    if conv.bias is not None:
+        output = output + conv.bias.float()[:, None]
+    return output.to(x.dtype)
+
+
+def positional_convs_by_fft(model: nn.Module) -> int:
+    """Run the positional convolution of every transformer encoder in ``model`` by FFT (a
+    candidate: see the module's docstring); returns the number of convolutions changed."""
+    changed = 0
+    for module in model.modules():
+        pos_conv = getattr(module, "pos_conv", None)
+        convs = [layer for layer in pos_conv.modules() if isinstance(layer, nn.Conv1d)] if pos_conv is not None else []
+        for conv in convs:
+            if conv.stride != (1,) or conv.dilation != (1,) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+                continue
+            conv.forward = conv1d_by_fft.__get__(conv)
+            changed += 1
+    return changed
 
 
 def use_fast_training_paths(model: nn.Module) -> nn.Module:
