@@ -62,7 +62,15 @@ FULL_FINETUNING_EPOCHS = 40
 # Dense bf16/fp16 tensor-core peak from NVIDIA's data sheets, TFLOP/s, by device name.
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
                ("A100", 312.0), ("L40S", 362.0), ("A10", 125.0), ("L4", 121.0)]
-COUNT_AT, PROFILE_AT = 4, 5  # steps 1-3 warm up; rates are taken from step 6 on
+# Steps 1-3 warm up; step 4's FLOPs are counted; rates are taken from step 5 on, leaving out
+# the profiled step, one of the last: batches come from the length-sorted utterance list, so
+# every epoch has the same shapes, and by then the step's shape was seen an epoch before, as
+# in most of a long run (per-shape caches such as cuDNN's are warm).
+WARM_UP, COUNT_AT, PROFILE_BEFORE_END = 3, 4, 5
+
+
+def profile_step(updates: int) -> int:
+    return max(COUNT_AT + 1, updates - PROFILE_BEFORE_END)
 PHASES = {
     "pretraining": ("pretrain", "tapt"),
     "finetuning": ("finetune", "ser_attention"),
@@ -156,7 +164,7 @@ def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_i
     command = train_command(checkout, run.phase, args.size, data, stand_in, run_dir / "checkpoints",
                             run.precision, args.device, args.updates, args.overrides)
     env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path), "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
-           "FLEA_COUNT_FLOPS_AT": str(COUNT_AT), "FLEA_PROFILE_AT": str(PROFILE_AT),
+           "FLEA_COUNT_FLOPS_AT": str(COUNT_AT), "FLEA_PROFILE_AT": str(profile_step(args.updates)),
            "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
     run.log = str(run_dir / "train.log")
     with open(run.log, "w") as log:
@@ -218,7 +226,7 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
     record = run.record
     steps = record["steps"]
     special = [s for s in steps if "flops" in s or "profile" in s]
-    steady = [s for number, s in enumerate(steps, 1) if number > max(COUNT_AT, PROFILE_AT)]
+    steady = [s for number, s in enumerate(steps, 1) if number > WARM_UP and "flops" not in s and "profile" not in s]
     window_start, window_end = steady[0]["start"], steady[-1]["end"]
     interruptions = [*record["validations"], *record["saves"],
                      *[[s["start"], s["end"]] for s in special]]
@@ -333,8 +341,8 @@ def main() -> int:
     names = args.names or [Path(checkout).resolve().name for checkout in args.checkouts]
     if len(names) != len(args.checkouts):
         parser.error("--names needs one name per checkout")
-    if args.updates <= PROFILE_AT:
-        parser.error(f"--updates must be above {PROFILE_AT} (warm-up, a counted and a profiled step)")
+    if args.updates <= COUNT_AT + 1:
+        parser.error(f"--updates must be above {COUNT_AT + 1} (warm-up, a counted and a profiled step)")
     import torch
 
     if on_gpu and not torch.cuda.is_available():
