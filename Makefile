@@ -27,8 +27,10 @@ $(INSTALLED): setup.py
 	ln -sfn "$(CURDIR)/fairseq_flea" "$$($(VENV_PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/fairseq_flea"
 	touch $(INSTALLED)
 
+# Two workers: most tests wait on a subprocess start (imports of torch and fairseq), which
+# leaves a core idle. `.venv/bin/python -m pytest tests` runs them one at a time.
 test: $(INSTALLED)
-	$(VENV_PYTHON) -m pytest tests
+	$(VENV_PYTHON) -m pytest -n 2 --dist loadfile tests
 
 demo: $(INSTALLED)
 	$(VENV_PYTHON) tools/run_demo.py demo

@@ -32,6 +32,6 @@ setup(
     ],
     extras_require={
         # transformers only to build a HuggingFace HuBERT that the converter's test reads
-        "test": ["pytest", "transformers"],
+        "test": ["pytest", "pytest-xdist", "transformers"],
     },
 )

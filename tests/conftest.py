@@ -15,9 +15,20 @@ from iemocap_tree import IemocapTree, write_iemocap_tree  # noqa: E402
 from tone_corpus import write_frame_labels, write_tone_corpus  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The suite runs on 2 workers (pytest-xdist, whole files per worker): these files take minutes
+# each, so they start first and the short ones fill in around them instead of after them.
+LONGEST_FIRST = ("test_recipe.py", "test_gpu_check.py", "test_demo.py", "test_slurm_launcher.py", "test_finetune.py")
 PRETRAIN_CONFIG_DIR = REPO_ROOT / "config" / "pretrain"
 SCRATCH_CLASSES = 11
 CPT_CLASSES = 5
+
+
+def pytest_collection_modifyitems(items) -> None:
+    def rank(item) -> int:
+        name = Path(str(item.fspath)).name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 def run_hydra_train(
