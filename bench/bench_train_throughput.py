@@ -83,6 +83,22 @@ def utterance_lengths(count: int, seed: int) -> np.ndarray:
     return (seconds * SAMPLE_RATE).astype(int)
 
 
+def audio_kept_by_cropping(sizes: np.ndarray, max_tokens: int, max_sample_size: int, min_sample_size: int) -> float:
+    """The share of a corpus's audio that HuBERT pretraining sees in an epoch: fairseq's
+    HubertDataset counts each utterance as at most max_sample_size samples, fairseq skips
+    those still above max_tokens, batches the length-sorted rest with its batch_by_size and
+    crops each batch to its shortest member."""
+    from fairseq.data import data_utils
+
+    counted = np.minimum(sizes, max_sample_size)
+    usable = np.flatnonzero((sizes >= min_sample_size) & (counted <= max_tokens))
+    order = usable[np.argsort(sizes[usable], kind="stable")]
+    batches = data_utils.batch_by_size(order, lambda index: counted[index], max_tokens=max_tokens,
+                                       required_batch_size_multiple=1)
+    kept = sum(int(counted[batch].min()) * len(batch) for batch in batches)
+    return kept / float(sizes.sum())
+
+
 def validation_utterances(train_utterances: int) -> int:
     return max(2, train_utterances // 8)
 
@@ -353,13 +369,17 @@ def main() -> int:
     started = time.time()
     seconds = write_corpus(data, args.utterances)
     write_stand_in(stand_in, args.size)
+    tapt = OmegaConf.load(REPO_ROOT / "config" / "pretrain" / f"tapt_{args.size}.yaml")
+    kept = audio_kept_by_cropping(utterance_lengths(FOLD_TRAIN_UTTERANCES, 1), tapt.dataset.max_tokens,
+                                  tapt.task.max_sample_size, tapt.task.min_sample_size)
     print(f"corpus: {args.utterances} training utterances ({seconds['train']:.0f} s), "
           f"{seconds['valid']:.0f} s to validate; {args.size} stand-in; {time.time() - started:.0f} s", flush=True)
 
     device_name = torch.cuda.get_device_name() if on_gpu else platform.processor() or platform.machine()
     peak = peak_tflops(device_name if on_gpu else None, args.peak_tflops)
     header = (f"{device_name}, torch {torch.__version__}, {args.size} size, {args.updates} updates per run, "
-              f"{args.utterances} training utterances; MFU against {peak or '-'} TFLOP/s")
+              f"{args.utterances} training utterances; MFU against {peak or '-'} TFLOP/s; tapt_{args.size}'s batches "
+              f"keep {100 * kept:.1f} % of an IEMOCAP-like fold's audio (each cropped to its shortest utterance)")
     rows, details, failures = [], [], []
     table = header + "\n"
     for checkout, name in zip(args.checkouts, names):

@@ -2,6 +2,7 @@
 fairseq-hydra-train, one row per phase with rates, counted FLOPs, the attention kernel and the
 time outside the steps. No timing is asserted; the GPU figures need a GPU."""
 
+import re
 import subprocess
 import sys
 
@@ -31,4 +32,7 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     # The profiled step says where its time went, by fairseq's own parts of a step, and its
     # operator table is kept beside the run.
     assert "profiled step: forward and backward" in table.read_text()
+    # fairseq's length buckets cropped to their shortest member keep most, never all, of the audio.
+    kept = re.search(r"keep ([\d.]+) % of an IEMOCAP-like fold's audio", table.read_text())
+    assert kept and 50 < float(kept.group(1)) < 100
     assert (tmp_path / "work" / REPO_ROOT.name / "bf16" / "pretraining" / "profile.txt").stat().st_size > 0
