@@ -87,11 +87,13 @@ def build_model(phase: str, size: str) -> HubertModel:
 
 def batch_shapes(phase: str, size: str, count: int) -> List[Tuple[int, List[int]]]:
     """(batch size, lengths in samples) of ``count`` batches the phase's config would make."""
-    dataset, task = phase_config(phase, size).dataset, phase_config(phase, size).task
-    lengths = np.sort(utterance_lengths(64 * count, seed=3))
+    config = phase_config(phase, size)
+    dataset, task = config.dataset, config.task
+    # Both tasks crop training audio to max_sample_size.
+    lengths = np.minimum(np.sort(utterance_lengths(64 * count, seed=3)), task.max_sample_size)
     if phase == "pretraining":
         # Length buckets cropped to their shortest member: one crop length per batch.
-        crops = np.minimum(lengths[:: 64][:count], task.max_sample_size)
+        crops = lengths[:: 64][:count]
         return [(max(1, dataset.max_tokens // int(crop)), [int(crop)]) for crop in crops]
     shapes = []
     for start in range(0, len(lengths), 64):
