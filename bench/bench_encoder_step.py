@@ -46,12 +46,12 @@ from fairseq.data import Dictionary  # noqa: E402
 from fairseq.dataclass.utils import merge_with_parent  # noqa: E402
 from fairseq.models.hubert import HubertConfig, HubertModel  # noqa: E402
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig  # noqa: E402
-from timed_hydra_train import ATTENTION_OPS  # noqa: E402
+from timed_hydra_train import ATTENTION_OPS, CANDIDATE_CHANGES, apply_candidate_changes  # noqa: E402
 
-from fairseq_flea.hubert.fast_paths import positional_convs_by_fft, use_fast_training_paths  # noqa: E402
+from fairseq_flea.hubert.fast_paths import use_fast_training_paths  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-VARIANTS = ["fairseq", "no-cudnn-attention", "cudnn-benchmark", "fft-pos-conv", "no-cudnn-attention+fft-pos-conv"]
+VARIANTS = ["fairseq", *CANDIDATE_CHANGES, "no-cudnn-attention+fft-pos-conv"]
 PHASE_CONFIGS = {"pretraining": ("pretrain", "tapt"), "finetuning": ("finetune", "ser_attention")}
 # Training-time model settings read from the phase's config, where it has them.
 TRAINING_SETTINGS = ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input",
@@ -144,16 +144,6 @@ def mask_every_other_frame(x: torch.Tensor, padding_mask, target_list):
     return x, masked
 
 
-def apply_variant(variant: str, model: torch.nn.Module) -> None:
-    for part in variant.split("+"):
-        if part == "no-cudnn-attention":
-            torch.backends.cuda.enable_cudnn_sdp(False)
-        elif part == "cudnn-benchmark":
-            torch.backends.cudnn.benchmark = True
-        elif part == "fft-pos-conv":
-            positional_convs_by_fft(model)
-
-
 def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
@@ -163,7 +153,8 @@ def run_variant(args) -> Dict:
     """Time one variant in this process; returns its measurements."""
     dtype = DTYPES[args.precision]
     model = build_model(args.phase, args.size).to(args.device, dtype)
-    apply_variant(args.variant, model)
+    if args.variant != "fairseq":
+        apply_candidate_changes(args.variant, model)
     shapes = batch_shapes(args.phase, args.size, args.steps)
     batches = [make_batch(shape, args.device, dtype, seed) for seed, shape in enumerate(shapes)]
 

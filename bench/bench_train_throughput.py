@@ -13,9 +13,14 @@ pretraining; 40 epochs of fine-tuning) from the measured parts and the config's 
 
 --checkouts runs other copies of the project the same way (e.g. the commit before a change,
 from `git worktree add`), so before and after are measured in one run on one machine.
+--candidates also runs the first checkout with changes that are not in its training path
+yet (timed_hydra_train.CANDIDATE_CHANGES, "+" to combine), one more row each. Compare those
+by audio s/s: FLOPs are what torch.utils.flop_counter counts in each run's own step, and it
+counts nothing for FFTs, so the FFT convolution's GFLOP and MFU read low.
 
     python bench/bench_train_throughput.py --device cuda --precision bf16 [fp16 fp32]
     python bench/bench_train_throughput.py --device cuda --checkouts . ../before --names after before
+    python bench/bench_train_throughput.py --device cuda --candidates fft-pos-conv no-cudnn-attention
     python bench/bench_train_throughput.py --device cpu   # tiny smoke test
 """
 
@@ -145,9 +150,10 @@ def write_stand_in(path: Path, size: str) -> None:
 
 @dataclass
 class Run:
-    checkout: str
+    checkout: str  # its name in the table, with any candidate changes
     precision: str
     phase: str
+    candidates: str = ""
     record: dict = field(default_factory=dict)
     spawned: float = 0.0
     ended: float = 0.0
@@ -179,7 +185,7 @@ def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_i
     times_path = run_dir / "times.json"
     command = train_command(checkout, run.phase, args.size, data, stand_in, run_dir / "checkpoints",
                             run.precision, args.device, args.updates, args.overrides)
-    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path), "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
+    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path), "FLEA_CANDIDATES": run.candidates, "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
            "FLEA_COUNT_FLOPS_AT": str(COUNT_AT), "FLEA_PROFILE_AT": str(profile_step(args.updates)),
            "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
     run.log = str(run_dir / "train.log")
@@ -309,7 +315,7 @@ def format_row(run: Run, summary: Summary) -> str:
     memory = run.record.get("peak_memory_gib")
     return (
         f"| {run.checkout} | {run.precision} | {run.phase} | {summary.updates_per_second:.2f} | "
-        f"{summary.audio_per_second:.0f} | {number(summary.flops_per_audio_second, 1, 1e-9)} | "
+        f"{summary.audio_per_second:.0f} | {'-' if summary.flops_per_audio_second is None else f'{summary.flops_per_audio_second * 1e-9:.3g}'} | "
         f"{number(summary.mfu, 1, 100)} | {number(memory, 1)} | {summary.attention} | "
         f"{number(summary.busy_in_step, 0, 100)} | {summary.startup:.1f} | {summary.in_steps:.1f} | "
         f"{summary.validation:.1f} ({summary.validations}) | {summary.saving:.1f} ({summary.saves}) | "
@@ -345,6 +351,8 @@ def main() -> int:
     parser.add_argument("--utterances", type=int, help="generated training utterances (default: 800 on cuda, 24 on cpu)")
     parser.add_argument("--checkouts", nargs="+", default=[str(REPO_ROOT)], help="project copies to run, in turn")
     parser.add_argument("--names", nargs="+", help="a name for each checkout in the table (default: directory names)")
+    parser.add_argument("--candidates", nargs="+", default=[],
+                        help="also run the first checkout with these changes (see timed_hydra_train.CANDIDATE_CHANGES)")
     parser.add_argument("--overrides", nargs="*", default=[], help="more fairseq-hydra-train overrides for every run")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (default: from its name)")
     parser.add_argument("--work-dir", help="default: a new temporary directory")
@@ -357,6 +365,11 @@ def main() -> int:
     names = args.names or [Path(checkout).resolve().name for checkout in args.checkouts]
     if len(names) != len(args.checkouts):
         parser.error("--names needs one name per checkout")
+    from timed_hydra_train import CANDIDATE_CHANGES
+
+    unknown = [part for candidates in args.candidates for part in candidates.split("+") if part not in CANDIDATE_CHANGES]
+    if unknown:
+        parser.error(f"unknown candidate change {unknown[0]!r}; known: {', '.join(CANDIDATE_CHANGES)}")
     if args.updates <= COUNT_AT + 1:
         parser.error(f"--updates must be above {COUNT_AT + 1} (warm-up, a counted and a profiled step)")
     import torch
@@ -382,10 +395,12 @@ def main() -> int:
               f"keep {100 * kept:.1f} % of an IEMOCAP-like fold's audio (each cropped to its shortest utterance)")
     rows, details, failures = [], [], []
     table = header + "\n"
-    for checkout, name in zip(args.checkouts, names):
+    runs = [(checkout, name, "") for checkout, name in zip(args.checkouts, names)]
+    runs += [(args.checkouts[0], f"{names[0]}+{candidates}", candidates) for candidates in args.candidates]
+    for checkout, name, candidates in runs:
         for precision in args.precision:
             for phase in args.phases:
-                run = Run(name, precision, phase)
+                run = Run(name, precision, phase, candidates)
                 try:
                     run_training(run, Path(checkout).resolve(), args, work, data, stand_in)
                 except RuntimeError as error:

@@ -7,6 +7,9 @@ are wrapped to record when they start and end (CUDA synchronised on both sides).
 also runs under ``torch.utils.flop_counter.FlopCounterMode`` and another under the PyTorch
 profiler (which attention kernel ran, how long the GPU was busy, where its time went); both
 are left out of the timings. The record is written as JSON to $FLEA_TRAINING_TIMES.
+$FLEA_CANDIDATES ("+"-separated names of CANDIDATE_CHANGES) applies candidate changes to
+the model and PyTorch before training, to time them in a whole run before any config has
+them.
 
     FLEA_TRAINING_TIMES=times.json python bench/timed_hydra_train.py --config-dir ... [overrides]
 """
@@ -41,7 +44,25 @@ ATTENTION_OPS = {
 # and backward.
 STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
 
+# Changes not in the training path yet, each timed before it goes there (bench_encoder_step.py).
+CANDIDATE_CHANGES = ("no-cudnn-attention", "cudnn-benchmark", "fft-pos-conv")
+
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": []}
+
+
+def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
+    """Apply the "+"-separated CANDIDATE_CHANGES in ``names`` to ``model`` and this process."""
+    for name in filter(None, names.split("+")):
+        if name == "no-cudnn-attention":  # flash or memory-efficient attention instead
+            torch.backends.cuda.enable_cudnn_sdp(False)
+        elif name == "cudnn-benchmark":  # cuDNN times its convolution algorithms per shape
+            torch.backends.cudnn.benchmark = True
+        elif name == "fft-pos-conv":
+            from fairseq_flea.hubert.fast_paths import positional_convs_by_fft
+
+            positional_convs_by_fft(model)
+        else:
+            raise ValueError(f"unknown candidate change {name!r}; known: {', '.join(CANDIDATE_CHANGES)}")
 
 
 def synchronize() -> None:
@@ -155,6 +176,14 @@ def timed_train_step(trainer, samples, raise_oom=False):
     return output
 
 
+original_trainer_init = Trainer.__init__
+
+
+def trainer_init_with_candidates(trainer, cfg, task, model, *args, **kwargs):
+    apply_candidate_changes(os.environ.get("FLEA_CANDIDATES", ""), model)
+    original_trainer_init(trainer, cfg, task, model, *args, **kwargs)
+
+
 original_train = fairseq_train.train
 
 
@@ -166,6 +195,7 @@ def timed_epoch(cfg, trainer, task, epoch_itr):
 
 
 def main() -> None:
+    Trainer.__init__ = trainer_init_with_candidates
     Trainer.train_step = timed_train_step
     fairseq_train.train = timed_epoch
     fairseq_train.validate = timed("validations", fairseq_train.validate)
