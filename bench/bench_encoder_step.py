@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench_train_throughput import SAMPLE_RATE, UNITS, utterance_lengths  # noqa: E402
+from bench_train_throughput import LABEL_RATE, SAMPLE_RATE, UNITS, utterance_lengths  # noqa: E402
 from fairseq.data import Dictionary  # noqa: E402
 from fairseq.dataclass.utils import merge_with_parent  # noqa: E402
 from fairseq.models.hubert import HubertConfig, HubertModel  # noqa: E402
@@ -68,7 +68,7 @@ def phase_config(phase: str, size: str):
 def build_model(phase: str, size: str) -> HubertModel:
     """fairseq's HubertModel of the size's architecture with the phase's training settings,
     the tasks' fast paths applied (and, for fine-tuning, a linear emotion head)."""
-    architecture = {"_name": "hubert", "label_rate": 50}
+    architecture = {"_name": "hubert", "label_rate": LABEL_RATE}
     if size == "tiny":
         architecture = dict(OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "config/pretrain/hubert_tiny.yaml").model))
     settings = phase_config(phase, size).model
@@ -78,44 +78,42 @@ def build_model(phase: str, size: str) -> HubertModel:
         dictionary.add_symbol(str(unit))
     torch.manual_seed(0)
     model = HubertModel(merge_with_parent(HubertConfig(), OmegaConf.create(architecture)),
-                        HubertPretrainingConfig(labels=["km"], label_rate=50), [dictionary])
+                        HubertPretrainingConfig(labels=["km"], label_rate=LABEL_RATE), [dictionary])
     if phase == "finetuning":
         model.remove_pretraining_modules()
         model.emotion_head = torch.nn.Linear(model.encoder.embedding_dim, CLASSES)
     return use_fast_training_paths(model)
 
 
-def batch_shapes(phase: str, size: str, count: int) -> List[Tuple[int, List[int]]]:
-    """(batch size, lengths in samples) of ``count`` batches the phase's config would make."""
+def batch_lengths(phase: str, size: str, count: int) -> List[List[int]]:
+    """The lengths in samples of each of ``count`` batches the phase's config would make."""
     config = phase_config(phase, size)
     dataset, task = config.dataset, config.task
     # Both tasks crop training audio to max_sample_size.
     lengths = np.minimum(np.sort(utterance_lengths(64 * count, seed=3)), task.max_sample_size)
     if phase == "pretraining":
         # Length buckets cropped to their shortest member: one crop length per batch.
-        crops = lengths[:: 64][:count]
-        return [(max(1, dataset.max_tokens // int(crop)), [int(crop)]) for crop in crops]
-    shapes = []
+        crops = [int(crop) for crop in lengths[:: 64][:count]]
+        return [[crop] * max(1, dataset.max_tokens // crop) for crop in crops]
+    batches = []
     for start in range(0, len(lengths), 64):
         members = lengths[start:start + 64]
         fitting = max(1, min(dataset.get("batch_size") or 64, dataset.max_tokens // int(members.max())))
-        shapes.append((fitting, [int(length) for length in members[-fitting:]]))
-    return shapes[:count]
+        batches.append([int(length) for length in members[-fitting:]])
+    return batches[:count]
 
 
-def make_batch(shape: Tuple[int, List[int]], device: str, dtype: torch.dtype, seed: int) -> Dict[str, torch.Tensor]:
-    batch_size, lengths = shape
-    lengths = (lengths * batch_size)[:batch_size] if len(lengths) == 1 else lengths
+def make_batch(lengths: List[int], device: str, dtype: torch.dtype, seed: int) -> Dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     longest = max(lengths)
-    source = torch.randn(batch_size, longest, generator=generator)
+    source = torch.randn(len(lengths), longest, generator=generator)
     padding_mask = torch.arange(longest)[None, :] >= torch.tensor(lengths)[:, None]
-    frames = longest // (SAMPLE_RATE // 50)
+    frames = longest // (SAMPLE_RATE // LABEL_RATE)
     return {
         "source": source.masked_fill(padding_mask, 0).to(device, dtype),
         "padding_mask": padding_mask.to(device),
-        "units": torch.randint(0, UNITS, (batch_size, frames), generator=generator).to(device),
-        "emotions": torch.randint(0, CLASSES, (batch_size,), generator=generator).to(device),
+        "units": torch.randint(0, UNITS, (len(lengths), frames), generator=generator).to(device),
+        "emotions": torch.randint(0, CLASSES, (len(lengths),), generator=generator).to(device),
         "audio_seconds": sum(lengths) / SAMPLE_RATE,
     }
 
@@ -155,8 +153,8 @@ def run_variant(args) -> Dict:
     model = build_model(args.phase, args.size).to(args.device, dtype)
     if args.variant != "fairseq":
         apply_candidate_changes(args.variant, model)
-    shapes = batch_shapes(args.phase, args.size, args.steps)
-    batches = [make_batch(shape, args.device, dtype, seed) for seed, shape in enumerate(shapes)]
+    batches = [make_batch(lengths, args.device, dtype, seed)
+               for seed, lengths in enumerate(batch_lengths(args.phase, args.size, args.steps))]
 
     model.eval()  # dropout and layer drop off
     model.apply_mask = mask_every_other_frame

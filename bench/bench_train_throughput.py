@@ -74,8 +74,12 @@ PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H20
 WARM_UP, COUNT_AT, PROFILE_BEFORE_END = 3, 4, 5
 
 
+
+
 def profile_step(updates: int) -> int:
     return max(COUNT_AT + 1, updates - PROFILE_BEFORE_END)
+
+
 PHASES = {
     "pretraining": ("pretrain", "tapt"),
     "finetuning": ("finetune", "ser_attention"),
@@ -247,8 +251,11 @@ class Summary:
 def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary:
     record = run.record
     steps = record["steps"]
-    special = [s for s in steps if "flops" in s or "profile" in s]
-    steady = [s for number, s in enumerate(steps, 1) if number > WARM_UP and "flops" not in s and "profile" not in s]
+    def instrumented(step: dict) -> bool:  # FLOPs counted or profiled: slower, left out of the rates
+        return "flops" in step or "profile" in step
+
+    special = [s for s in steps if instrumented(s)]
+    steady = [s for number, s in enumerate(steps, 1) if number > WARM_UP and not instrumented(s)]
     window_start, window_end = steady[0]["start"], steady[-1]["end"]
     interruptions = [*record["validations"], *record["saves"],
                      *[[s["start"], s["end"]] for s in special]]
@@ -309,15 +316,15 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
 
 
 def format_row(run: Run, summary: Summary) -> str:
-    def number(value: Optional[float], digits: int, scale: float = 1.0) -> str:
-        return "-" if value is None else f"{value * scale:.{digits}f}"
+    def number(value: Optional[float], spec: str, scale: float = 1.0) -> str:
+        return "-" if value is None else format(value * scale, spec)
 
     memory = run.record.get("peak_memory_gib")
     return (
         f"| {run.checkout} | {run.precision} | {run.phase} | {summary.updates_per_second:.2f} | "
-        f"{summary.audio_per_second:.0f} | {'-' if summary.flops_per_audio_second is None else f'{summary.flops_per_audio_second * 1e-9:.3g}'} | "
-        f"{number(summary.mfu, 1, 100)} | {number(memory, 1)} | {summary.attention} | "
-        f"{number(summary.busy_in_step, 0, 100)} | {summary.startup:.1f} | {summary.in_steps:.1f} | "
+        f"{summary.audio_per_second:.0f} | {number(summary.flops_per_audio_second, '.3g', 1e-9)} | "
+        f"{number(summary.mfu, '.1f', 100)} | {number(memory, '.1f')} | {summary.attention} | "
+        f"{number(summary.busy_in_step, '.0f', 100)} | {summary.startup:.1f} | {summary.in_steps:.1f} | "
         f"{summary.validation:.1f} ({summary.validations}) | {summary.saving:.1f} ({summary.saves}) | "
         f"{summary.waiting:.1f} | {summary.exit:.1f} | {100 * summary.outside_share:.0f} | "
         f"{100 * summary.projected_outside_share:.1f} |"
