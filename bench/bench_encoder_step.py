@@ -12,13 +12,13 @@ fine-tuning: up to 64 padded utterances), drawn from IEMOCAP-like lengths, all d
 - warm: the same batches again, as in later epochs;
 - host: how long the Python calls took before waiting for the GPU (near "warm": the GPU waits
   for the CPU);
-- Δ loss: the loss of the first batch with dropout off and fixed masks, against fairseq's own
-  path (exactness).
+- Δ loss: the loss of the first batch with dropout off and fixed masks, against the current
+  path's (exactness).
 
-Variants: fairseq (as the tasks train today), no-cudnn-attention (PyTorch's cuDNN attention
-off: flash or memory-efficient instead), cudnn-benchmark (cuDNN times its convolution
-algorithms per shape), fft-pos-conv (fairseq_flea.hubert.fast_paths.positional_convs_by_fft),
-and both non-default ones of attention and convolution together.
+Variants: current (as the tasks train today: fairseq_flea.hubert.fast_paths), cudnn-benchmark
+(cuDNN times its convolution algorithms per shape), cudnn-attention (PyTorch's cuDNN
+attention kernel allowed again) and conv-pos-conv (fairseq's positional convolution instead of
+the FFT).
 
     python bench/bench_encoder_step.py --device cuda            # base size, bf16
     python bench/bench_encoder_step.py --device cpu             # tiny smoke test
@@ -51,7 +51,7 @@ from timed_hydra_train import ATTENTION_OPS, CANDIDATE_CHANGES, apply_candidate_
 from fairseq_flea.hubert.fast_paths import use_fast_training_paths  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-VARIANTS = ["fairseq", *CANDIDATE_CHANGES, "no-cudnn-attention+fft-pos-conv"]
+VARIANTS = ["current", *CANDIDATE_CHANGES]
 PHASE_CONFIGS = {"pretraining": ("pretrain", "tapt"), "finetuning": ("finetune", "ser_attention")}
 # Training-time model settings read from the phase's config, where it has them.
 TRAINING_SETTINGS = ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "dropout_input",
@@ -151,7 +151,7 @@ def run_variant(args) -> Dict:
     """Time one variant in this process; returns its measurements."""
     dtype = DTYPES[args.precision]
     model = build_model(args.phase, args.size).to(args.device, dtype)
-    if args.variant != "fairseq":
+    if args.variant != "current":
         apply_candidate_changes(args.variant, model)
     batches = [make_batch(lengths, args.device, dtype, seed)
                for seed, lengths in enumerate(batch_lengths(args.phase, args.size, args.steps))]
@@ -194,9 +194,9 @@ def run_variant(args) -> Dict:
 
 def format_table(results: Sequence[Dict], header: str) -> str:
     lines = [header, "", "| phase | variant | cold ms/step | warm ms/step | host ms/step (warm) | audio s/s (warm) "
-             "| peak GPU memory (GiB) | attention kernel | Δ loss vs fairseq (relative) |", "|" + "---|" * 9]
+             "| peak GPU memory (GiB) | attention kernel | Δ loss vs current (relative) |", "|" + "---|" * 9]
     for result in results:
-        reference = next(r for r in results if r["phase"] == result["phase"] and r["variant"] == "fairseq")
+        reference = next(r for r in results if r["phase"] == result["phase"] and r["variant"] == "current")
         change = abs(result["first_loss"] - reference["first_loss"]) / max(abs(reference["first_loss"]), 1e-12)
         memory = f"{result['peak_gib']:.1f}" if result["peak_gib"] is not None else "-"
         lines.append(f"| {result['phase']} | {result['variant']} | {result['cold_ms']:.1f} | {result['warm_ms']:.1f} "
@@ -227,7 +227,7 @@ def main() -> int:
         Path(args.result).write_text(json.dumps(run_variant(args)))
         return 0
 
-    variants = ["fairseq"] + [variant for variant in args.variants if variant != "fairseq"]
+    variants = ["current"] + [variant for variant in args.variants if variant != "current"]
     results, failures = [], []
     with tempfile.TemporaryDirectory(prefix="flea_encoder_step_") as work:
         for phase in args.phases:
@@ -241,7 +241,7 @@ def main() -> int:
                     tail = (finished.stderr or finished.stdout).strip().splitlines()[-1:] or ["no output"]
                     failures.append(f"{phase} {variant}: {tail[0]}")
                     print(f"error: {failures[-1]}", file=sys.stderr, flush=True)
-                    if variant == "fairseq":
+                    if variant == "current":
                         break
                     continue
                 results.append(json.loads(result_path.read_text()))

@@ -13,14 +13,15 @@ pretraining; 40 epochs of fine-tuning) from the measured parts and the config's 
 
 --checkouts runs other copies of the project the same way (e.g. the commit before a change,
 from `git worktree add`), so before and after are measured in one run on one machine.
---candidates also runs the first checkout with changes that are not in its training path
-yet (timed_hydra_train.CANDIDATE_CHANGES, "+" to combine), one more row each. Compare those
-by audio s/s: FLOPs are what torch.utils.flop_counter counts in each run's own step, and it
-counts nothing for FFTs, so the FFT convolution's GFLOP and MFU read low.
+--candidates also runs the first checkout with changes to its training path
+(timed_hydra_train.CANDIDATE_CHANGES, "+" to combine), one more row each. Compare rows by
+audio s/s: FLOPs are what torch.utils.flop_counter counts in each run's own step, and it
+counts nothing for FFTs, so with the positional convolution by FFT (the default) GFLOP and
+MFU read low.
 
     python bench/bench_train_throughput.py --device cuda --precision bf16 [fp16 fp32]
     python bench/bench_train_throughput.py --device cuda --checkouts . ../before --names after before
-    python bench/bench_train_throughput.py --device cuda --candidates fft-pos-conv no-cudnn-attention
+    python bench/bench_train_throughput.py --device cuda --candidates cudnn-attention conv-pos-conv cudnn-benchmark
     python bench/bench_train_throughput.py --device cpu   # tiny smoke test
 """
 

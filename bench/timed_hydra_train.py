@@ -7,9 +7,8 @@ are wrapped to record when they start and end (CUDA synchronised on both sides).
 also runs under ``torch.utils.flop_counter.FlopCounterMode`` and another under the PyTorch
 profiler (which attention kernel ran, how long the GPU was busy, where its time went); both
 are left out of the timings. The record is written as JSON to $FLEA_TRAINING_TIMES.
-$FLEA_CANDIDATES ("+"-separated names of CANDIDATE_CHANGES) applies candidate changes to
-the model and PyTorch before training, to time them in a whole run before any config has
-them.
+$FLEA_CANDIDATES ("+"-separated names of CANDIDATE_CHANGES) applies changes to the model
+and PyTorch before training, to time them in a whole run without editing any code or config.
 
     FLEA_TRAINING_TIMES=times.json python bench/timed_hydra_train.py --config-dir ... [overrides]
 """
@@ -44,8 +43,10 @@ ATTENTION_OPS = {
 # and backward.
 STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
 
-# Changes not in the training path yet, each timed before it goes there (bench_encoder_step.py).
-CANDIDATE_CHANGES = ("no-cudnn-attention", "cudnn-benchmark", "fft-pos-conv")
+# Changes to today's training path, timed before one goes there (bench_encoder_step.py):
+# cudnn-benchmark is a candidate; cudnn-attention and conv-pos-conv put back PyTorch's and
+# fairseq's defaults that fast_paths replaced, to measure those choices again.
+CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": []}
 
@@ -53,14 +54,15 @@ record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "s
 def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
     """Apply the "+"-separated CANDIDATE_CHANGES in ``names`` to ``model`` and this process."""
     for name in filter(None, names.split("+")):
-        if name == "no-cudnn-attention":  # flash or memory-efficient attention instead
-            torch.backends.cuda.enable_cudnn_sdp(False)
-        elif name == "cudnn-benchmark":  # cuDNN times its convolution algorithms per shape
+        if name == "cudnn-benchmark":  # cuDNN times its convolution algorithms per shape
             torch.backends.cudnn.benchmark = True
-        elif name == "fft-pos-conv":
-            from fairseq_flea.hubert.fast_paths import positional_convs_by_fft
+        elif name == "cudnn-attention":  # PyTorch's own choice, cuDNN's kernel first on Hopper
+            torch.backends.cuda.enable_cudnn_sdp(True)
+        elif name == "conv-pos-conv":
+            # Imported here: the bench runs this script in older checkouts too, without candidates.
+            from fairseq_flea.hubert.fast_paths import positional_convs_by_convolution
 
-            positional_convs_by_fft(model)
+            positional_convs_by_convolution(model)
         else:
             raise ValueError(f"unknown candidate change {name!r}; known: {', '.join(CANDIDATE_CHANGES)}")
 

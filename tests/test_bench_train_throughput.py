@@ -13,15 +13,15 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     table = tmp_path / "throughput.md"
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "bench_train_throughput.py"), "--device", "cpu",
-         "--updates", "7", "--utterances", "16", "--candidates", "fft-pos-conv", "--work-dir", str(tmp_path / "work"), "--table", str(table)],
+         "--updates", "7", "--utterances", "16", "--candidates", "conv-pos-conv", "--work-dir", str(tmp_path / "work"), "--table", str(table)],
         capture_output=True, text=True, timeout=600,
     )
     assert_succeeded(result)
     rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.startswith("| ")]
     header, *runs = [[cell.strip() for cell in row] for row in rows]
     by_run = {(row[0], row[2]): dict(zip(header, row)) for row in runs}
-    # A candidate change not in the training path yet runs as one more row per phase.
-    assert set(by_run) == {(checkout, phase) for checkout in (REPO_ROOT.name, f"{REPO_ROOT.name}+fft-pos-conv")
+    # A change to the training path runs as one more row per phase.
+    assert set(by_run) == {(checkout, phase) for checkout in (REPO_ROOT.name, f"{REPO_ROOT.name}+conv-pos-conv")
                            for phase in ("pretraining", "finetuning")}
     for row in by_run.values():
         assert float(row["updates/s"]) > 0 and float(row["audio s/s"]) > 0, row

@@ -11,7 +11,13 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT
-from fairseq_flea.hubert.fast_paths import label_logits_by_matmul, positional_convs_by_fft, use_fast_training_paths
+from fairseq_flea.hubert.fast_paths import (
+    label_logits_by_matmul,
+    positional_convs_by_convolution,
+    positional_convs_by_fft,
+    use_fast_encoder_paths,
+    use_fast_training_paths,
+)
 
 
 class Temperature:
@@ -138,13 +144,25 @@ def test_the_positional_convolution_by_fft_matches_fairseqs(dtype, tolerance):
         assert (ours.float() - theirs).abs().max() <= tolerance * theirs.abs().max()
 
 
-def test_the_encoder_with_the_positional_convolution_by_fft_gives_the_same_features():
+def test_the_training_paths_run_the_positional_convolution_by_fft_for_the_same_features():
     source = torch.randn(2, 16000)
     reference = tiny_hubert().extract_features(source, mask=False)[0]
-    model = tiny_hubert()
-    assert positional_convs_by_fft(model) == 1
+    model = use_fast_training_paths(tiny_hubert())
+    assert "forward" in vars(model.encoder.pos_conv[0])
     features = model.extract_features(source, mask=False)[0]
     assert (features - reference).abs().max() < 1e-5
+    # The benches measure the choice again by putting fairseq's convolution back.
+    assert positional_convs_by_convolution(model) == 1 and "forward" not in vars(model.encoder.pos_conv[0])
+    assert torch.equal(model.extract_features(source, mask=False)[0], reference)
+
+
+def test_the_fast_paths_keep_cudnns_attention_kernel_out():
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    try:
+        use_fast_encoder_paths(tiny_hubert())
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(True)
 
 
 def test_fairseqs_adam_settings_give_the_same_update_through_the_fused_adamw():

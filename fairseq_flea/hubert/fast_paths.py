@@ -1,14 +1,14 @@
 """Faster, exact ways through fairseq's HuBERT for training, applied to a built model.
 
-Both change how a result is computed, never what it is, and leave the weights, their names
+Each changes how a result is computed, never what it is, and leave the weights, their names
 and the checkpoint format alone, so models stay fairseq's own ``hubert``:
 
 - Attention without a padding mask when nothing is padded. fairseq's encoder pads every
   sequence to an even number of frames and always passes a key padding mask, which PyTorch's
   scaled-dot-product attention turns into an additive bias; with a bias it cannot use its
   flash kernel. HuBERT pretraining crops each batch to its shortest utterance, so its masks
-  are all False: dropping them (and the extra frame) gives the same attention. (torch 2.11
-  on an H100 ran its cuDNN kernel either way: no change measured there.)
+  are all False: dropping them (and the extra frame) gives the same attention, and lets TAPT
+  run the flash kernel once cuDNN's is out of the way (below).
 - Masked-prediction logits by one matrix product. fairseq's ``compute_nce`` compares every
   frame with every label embedding by expanding them into a (labels + 1, frames, dim)
   float32 tensor (1.6 GB for an 80 s batch with 500 labels) and comparing it elementwise;
@@ -17,17 +17,20 @@ and the checkpoint format alone, so models stay fairseq's own ``hubert``:
   HuBERT-base TAPT on an H100: 1.7x the updates per second, peak memory 13.5 -> 3.0 GiB
   (BENCHMARKS.md).
 
-One more is a candidate, not applied by the tasks until a GPU measures it faster
-(``bench/bench_encoder_step.py`` compares it with fairseq's own path):
-
 - The positional convolution by FFT. HuBERT base's ``Conv1d(768, 768, 128, groups=16)`` ran
-  on cuDNN's generic kernels on an H100: 33 of 74 ms of kernel time in a TAPT step, for ~3 %
+  on cuDNN's generic kernels: 33 of 74 ms of kernel time in a TAPT step on an H100, for ~3 %
   of the step's FLOPs. As a product of Fourier transforms it needs ~50x fewer FLOPs; it is
   computed in float32 whatever the model's dtype, and matches the convolution to float32
   rounding.
+- Attention without PyTorch's cuDNN kernel (flash, or memory-efficient where a padding mask
+  remains, run instead; the same attention). torch 2.11 prefers cuDNN's kernel on Hopper,
+  which builds a graph for every new batch shape on the CPU while the GPU waits.
+
+Measured together on an H200 (bf16, base size, whole fairseq runs, BENCHMARKS.md): TAPT 471
+-> 826 s of audio per second, fine-tuning 1,543 -> 2,138.
 """
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
@@ -115,24 +118,57 @@ def conv1d_by_fft(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     return output.to(x.dtype)
 
 
-def positional_convs_by_fft(model: nn.Module) -> int:
-    """Run the positional convolution of every transformer encoder in ``model`` by FFT (a
-    candidate: see the module's docstring); returns the number of convolutions changed."""
-    changed = 0
+def positional_convs(model: nn.Module) -> List[nn.Conv1d]:
+    """The positional convolutions of every transformer encoder in ``model`` that FFT can run:
+    stride 1, undilated, zero-padded."""
+    convs = []
     for module in model.modules():
         pos_conv = getattr(module, "pos_conv", None)
-        convs = [layer for layer in pos_conv.modules() if isinstance(layer, nn.Conv1d)] if pos_conv is not None else []
-        for conv in convs:
-            if conv.stride != (1,) or conv.dilation != (1,) or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-                continue
-            conv.forward = conv1d_by_fft.__get__(conv)
-            changed += 1
-    return changed
+        if pos_conv is not None:
+            convs += [layer for layer in pos_conv.modules() if isinstance(layer, nn.Conv1d)
+                      and layer.stride == (1,) and layer.dilation == (1,) and layer.padding_mode == "zeros"
+                      and not isinstance(layer.padding, str)]
+    return convs
+
+
+def positional_convs_by_fft(model: nn.Module) -> int:
+    """Run the positional convolution of every transformer encoder in ``model`` by FFT;
+    returns the number of convolutions changed."""
+    convs = positional_convs(model)
+    for conv in convs:
+        conv.forward = conv1d_by_fft.__get__(conv)
+    return len(convs)
+
+
+def positional_convs_by_convolution(model: nn.Module) -> int:
+    """Undo ``positional_convs_by_fft`` (to measure the difference); returns the number of
+    convolutions changed back."""
+    convs = [conv for conv in positional_convs(model) if "forward" in vars(conv)]
+    for conv in convs:
+        del conv.forward
+    return len(convs)
+
+
+def attention_without_cudnn() -> None:
+    """Keep PyTorch's cuDNN kernel out of scaled-dot-product attention in this process.
+
+    Process-wide, as PyTorch's backend switches are; a model-local choice would need a
+    context manager around every forward call."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def use_fast_encoder_paths(model: nn.Module) -> nn.Module:
+    """The encoder's fast paths on ``model``: attention without empty padding masks or cuDNN's
+    kernel, the positional convolution by FFT."""
+    attend_without_empty_padding_masks(model)
+    positional_convs_by_fft(model)
+    attention_without_cudnn()
+    return model
 
 
 def use_fast_training_paths(model: nn.Module) -> nn.Module:
-    """Both fast paths on a HuBERT pretraining model (label logits only on a ``HubertModel``)."""
-    attend_without_empty_padding_masks(model)
+    """Every fast path on a HuBERT pretraining model (label logits only on a ``HubertModel``)."""
+    use_fast_encoder_paths(model)
     if isinstance(model, HubertModel):
         model.compute_nce = label_logits_by_matmul.__get__(model)
     return model

@@ -20,7 +20,7 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II, MISSING, open_dict
 
 from fairseq_flea.hubert.encoder import build_hubert_encoder, check_normalize_matches, load_hubert_encoder_source
-from fairseq_flea.hubert.fast_paths import attend_without_empty_padding_masks
+from fairseq_flea.hubert.fast_paths import use_fast_encoder_paths
 from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.models.pooling import build_pooling
 
@@ -84,7 +84,7 @@ class SerAttentionClassificationModel(BaseFairseqModel):
         else:
             encoder = build_hubert_encoder(cfg.w2v_args, overrides)
         check_normalize_matches(cfg.w2v_path, cfg.w2v_args, cfg.normalize)
-        attend_without_empty_padding_masks(encoder)  # it predicts no labels: attention is its fast path
+        use_fast_encoder_paths(encoder)  # it predicts no labels: the label logits' fast path has no use
         return cls(cfg, encoder, len(task.class_names))
 
     def set_num_updates(self, num_updates: int) -> None:
