@@ -137,11 +137,13 @@ def test_a_failing_step_process_reports_one_line(tmp_path):
 
 def test_a_failed_training_is_a_step_error_naming_its_log(tmp_path):
     log = tmp_path / "train.log"
-    with pytest.raises(FleaStepError, match=f"ser_attention_tiny failed \\(see {log}\\)"):
-        hydra_train(str(REPO_ROOT / "config" / "finetune"), "ser_attention_tiny", [
+    with pytest.raises(FleaStepError, match=f"^stage 9 training: fairseq-hydra-train ser_attention_tiny failed \\(see {log}\\)"):
+        run_in_own_process(partial(hydra_train, str(REPO_ROOT / "config" / "finetune"), "ser_attention_tiny", [
             f"task.data={tmp_path / 'missing'}", f"model.w2v_path={tmp_path / 'missing.pt'}",
             f"checkpoint.save_dir={tmp_path / 'run'}",
-        ], str(log))
+        ], str(log)), "stage 9 training")
+    # fairseq's own output is in the training log, whose last lines the error quotes.
+    assert "missing.pt: checkpoint not found" in log.read_text()
 
 
 def test_stages_out_of_order_say_what_is_missing(iemocap_tree, released_stand_in, tmp_path):

@@ -92,7 +92,8 @@ class FleaDemo:
         stand_in = os.path.join(self.work, "stand_in")
         mfcc_labels, hubert, units = (os.path.join(stand_in, name) for name in ("mfcc_labels", "hubert", "units"))
         run_step(0, "stand-in HuBERT: MFCC k-means labels", mfcc_labels, lambda: self.mfcc_labels(mfcc_labels))
-        run_step(0, "stand-in HuBERT: pretraining from scratch", hubert, lambda: self.pretrain_from_scratch(mfcc_labels, hubert))
+        run_step(0, "stand-in HuBERT: pretraining from scratch", hubert,
+                 partial(self.pretrain_from_scratch, mfcc_labels, hubert), in_own_process=True)
         run_step(0, f"stand-in HuBERT: k-means of layer {self.cfg.layer}", units, partial(
             self.recipe.layer_frame_labels, DEMO_FOLD, os.path.join(hubert, "checkpoint_last.pt"), self.cfg.layer,
             units, clusters=self.cfg.unit_clusters), in_own_process=True)

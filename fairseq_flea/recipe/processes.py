@@ -1,23 +1,22 @@
-"""Processes the recipe starts: steps in a child of their own, and fairseq-hydra-train.
+"""Processes the recipe starts: steps in a child of their own, where fairseq-hydra-train runs.
 
 Every child ends when the recipe dies (even by kill -9), so a killed recipe leaves no
 training or feature dump running; a step's child reports a bad input as a
 ``FleaInputError`` and anything else as a one-line ``FleaStepError``.
 """
 
-import ctypes
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import subprocess
 import sys
 import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from fairseq_flea.io.errors import FleaInputError, FleaStepError, log_tool_progress
 
@@ -25,30 +24,60 @@ logger = logging.getLogger(__name__)
 
 PLUGIN_DIR = Path(__file__).resolve().parents[1]
 # What step processes import: the server forks each of them with these modules loaded, so a
-# step starts in milliseconds, not seconds.
+# step starts in milliseconds, not seconds. Training runs in the step's process (hydra_train),
+# so fairseq's trainer and torch._dynamo, which PyTorch imports when the first optimizer is
+# built, are imported once per recipe instead of once per training run (BENCHMARKS.md).
 STEP_PROCESS_MODULES = ["fairseq_flea.units.layer_features", "fairseq_flea.units.kmeans",
-                        "fairseq_flea.evaluation.evaluate"]
-
-LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
-PR_SET_PDEATHSIG = 1
+                        "fairseq_flea.evaluation.evaluate", "fairseq_cli.hydra_train", "torch._dynamo"]
 
 
-def end_with_parent() -> None:
-    """In a child, before it runs: ask Linux to end it when its parent dies, even by kill -9
-    (a no-op elsewhere). Runs between fork and exec too, so it imports nothing."""
-    if LIBC is not None:
-        LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+@contextlib.contextmanager
+def output_to(log_path: str) -> Iterator[None]:
+    """This process's stdout and stderr, its children's included, appended to ``log_path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with open(log_path, "a") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def hydra_train_argv(config_dir: str, config_name: str, overrides: Sequence[str]) -> List[str]:
+    """fairseq-hydra-train's command line with the plugin, from any working directory."""
+    return ["fairseq-hydra-train", "--config-dir", config_dir, "--config-name", config_name,
+            f"common.user_dir={PLUGIN_DIR}", *overrides]
 
 
 def hydra_train(config_dir: str, config_name: str, overrides: Sequence[str], log_path: str) -> None:
-    """fairseq-hydra-train of this environment, with the installed plugin from any working
-    directory; its output goes to ``log_path``; it ends if the calling process dies."""
-    command = [str(Path(sys.executable).parent / "fairseq-hydra-train"),
-               "--config-dir", config_dir, "--config-name", config_name,
-               f"common.user_dir={PLUGIN_DIR}", *overrides]
-    with open(log_path, "a") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=end_with_parent)
-    if finished.returncode != 0:
+    """fairseq-hydra-train (``hydra_train_argv``) in this process: a
+    step's own process (``start_in_own_process``, a SLURM job), which ends after the step,
+    since hydra and fairseq keep global state. Its output goes to ``log_path``."""
+    from fairseq_cli.hydra_train import cli_main
+    from hydra.core.global_hydra import GlobalHydra
+
+    failed = False
+    saved_argv, sys.argv = sys.argv, hydra_train_argv(config_dir, config_name, overrides)
+    try:
+        with output_to(log_path):
+            GlobalHydra.instance().clear()
+            try:
+                cli_main()
+            except SystemExit as exit:  # how hydra reports a failed run
+                failed = exit.code not in (None, 0)
+            except Exception:
+                traceback.print_exc()
+                failed = True
+    finally:
+        sys.argv = saved_argv
+    if failed:
         with open(log_path) as log:
             last_lines = log.read().strip().splitlines()[-3:]
         raise FleaStepError(f"fairseq-hydra-train {config_name} failed (see {log_path}): {' | '.join(last_lines)}")
@@ -60,8 +89,8 @@ _LIFELINE: Optional[tuple] = None
 def lifeline(context) -> multiprocessing.connection.Connection:
     """The reading end of a pipe whose only writing end this process holds, for its step
     processes: it reaches end-of-file when this process dies. Their Linux parent is the fork
-    server, which outlives us (every child holds its liveness pipe), so end-with-parent
-    alone would not end them."""
+    server, which outlives us (every child holds its liveness pipe), so Linux's parent-death
+    signal would not end them."""
     global _LIFELINE
     if _LIFELINE is None or _LIFELINE[0] != os.getpid():
         _LIFELINE = (os.getpid(), *context.Pipe(duplex=False))
@@ -84,18 +113,17 @@ def _step_process_main(action: Callable[[], object], connection, env: Dict[str, 
                        lifeline_end: multiprocessing.connection.Connection) -> None:
     end_with(lifeline_end)
     os.environ.update(env)
-    if log_path is not None:
-        with open(log_path, "a") as log:
-            os.dup2(log.fileno(), 1)
-            os.dup2(log.fileno(), 2)
-    log_tool_progress()
-    try:
-        connection.send(("result", action()))
-    except FleaInputError as error:
-        connection.send(("input", str(error)))
-    except BaseException as error:  # reported to the parent as one line; the traceback goes to the log
-        traceback.print_exc()
-        connection.send(("failed", f"{type(error).__name__}: {error}"))
+    with output_to(log_path) if log_path is not None else contextlib.nullcontext():
+        log_tool_progress()
+        try:
+            connection.send(("result", action()))
+        except FleaInputError as error:
+            connection.send(("input", str(error)))
+        except FleaStepError as error:  # already one line
+            connection.send(("failed", str(error)))
+        except BaseException as error:  # reported to the parent as one line; the traceback goes to the log
+            traceback.print_exc()
+            connection.send(("failed", f"{type(error).__name__}: {error}"))
 
 
 @dataclass
