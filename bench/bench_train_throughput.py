@@ -30,13 +30,14 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -247,6 +248,22 @@ class Summary:
     projected_outside_share: float
     parts: Dict[str, float]
     top_ops: List
+    gaps_within_epochs: List[float]
+    gaps_at_epoch_ends: List[float]
+
+
+def gaps_between_steps(record: dict) -> Tuple[List[float], List[float]]:
+    """Seconds from each step's end to the next one's start, validation and saving left out:
+    those within an epoch, and those across an epoch's end (where fairseq starts a new
+    epoch's iterator and loader workers)."""
+    interruptions = [*record["validations"], *record["saves"]]
+    epoch_ends = [epoch["end"] for epoch in record["epochs"]]
+    within, across = [], []
+    for before, after in zip(record["steps"], record["steps"][1:]):
+        start, end = before["end"], after["start"]
+        gap = end - start - overlap(interruptions, start, end)
+        (across if any(start <= moment <= end for moment in epoch_ends) else within).append(gap)
+    return within, across
 
 
 def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary:
@@ -301,6 +318,7 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
     per_validation = validation / max(1, len(record["validations"])) * valid_scale
     per_save = saving / max(1, len(record["saves"]))
     waiting_per_update = waiting / max(1, len(steps) - 1)
+    gaps = gaps_between_steps(record)
     full_fixed = (startup + exit_seconds + full_validations * per_validation + full_saves * per_save
                   + waiting_per_update * full_updates)
     full_steps = full_updates * mean_step
@@ -313,6 +331,7 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
         saving=saving, saves=len(record["saves"]), waiting=waiting, exit=exit_seconds,
         outside_share=outside / wall, projected_outside_share=full_fixed / (full_fixed + full_steps),
         parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
+        gaps_within_epochs=gaps[0], gaps_at_epoch_ends=gaps[1],
     )
 
 
@@ -345,8 +364,11 @@ def format_details(run: Run, summary: Summary) -> str:
     parts = ", ".join(f"{names.get(name, name)} {seconds * 1000:.1f} ms" for name, seconds in summary.parts.items())
     top = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in summary.top_ops[:5])
     kernels = f"kernels {summary.kernel_seconds * 1000:.1f} ms in all, " if summary.kernel_seconds is not None else ""
+    within, across = summary.gaps_within_epochs, summary.gaps_at_epoch_ends
+    gaps = (f"median {1000 * statistics.median(within):.1f} ms within an epoch" if within else "none within an epoch")
+    gaps += (f", mean {1000 * statistics.mean(across):.1f} ms at {len(across)} epoch end(s)" if across else "")
     return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
-            f"operators by their own time: {top or '-'}")
+            f"operators by their own time: {top or '-'}; between steps (validation and saving left out): {gaps}")
 
 
 def main() -> int:

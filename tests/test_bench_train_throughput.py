@@ -34,6 +34,8 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     # The profiled step says where its time went, by fairseq's own parts of a step, and its
     # operator table is kept beside the run.
     assert "profiled step: forward and backward" in table.read_text()
+    # Where the waiting between steps is: within epochs, or where an epoch ends.
+    assert re.search(r"between steps \(validation and saving left out\): .*mean [\d.]+ ms at \d+ epoch end", table.read_text())
     # fairseq's length buckets cropped to their shortest member keep most, never all, of the audio.
     kept = re.search(r"keep ([\d.]+) % of an IEMOCAP-like fold's audio", table.read_text())
     assert kept and 50 < float(kept.group(1)) < 100
