@@ -196,22 +196,27 @@ def test_killing_the_recipe_ends_its_training(iemocap_tree, released_stand_in, t
                "--tapt-label-layer", "1", "--folds", "1", "--tapt-config", "tapt_tiny", "--precision", "fp32",
                "--pretrain-overrides", "optimization.max_update=100000"]
     recipe = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    train_log = tmp_path / "fold1" / "tapt" / "train.log"
-    training = []
-    for _ in range(240):
-        time.sleep(0.5)
-        if train_log.exists() and "begin training epoch" in train_log.read_text():
-            training = processes_writing_to(train_log)
-            if training:
+    try:
+        train_log = tmp_path / "fold1" / "tapt" / "train.log"
+        training = []
+        for _ in range(240):
+            time.sleep(0.5)
+            if train_log.exists() and "begin training epoch" in train_log.read_text():
+                training = processes_writing_to(train_log)
+                if training:
+                    break
+        assert training, "the recipe never started TAPT pretraining"
+        recipe.kill()  # SIGKILL: the recipe cannot clean up after itself
+        recipe.wait()
+        for _ in range(60):
+            if not any(map(is_running, training)):
                 break
-    assert training, "the recipe never started TAPT pretraining"
-    recipe.kill()  # SIGKILL: the recipe cannot clean up after itself
-    recipe.wait()
-    for _ in range(60):
-        if not any(map(is_running, training)):
-            break
-        time.sleep(0.5)
-    else:
-        for pid in filter(is_running, training):
-            os.kill(pid, signal.SIGKILL)
-        pytest.fail("the TAPT training went on after the recipe was killed")
+            time.sleep(0.5)
+        else:
+            for pid in filter(is_running, training):
+                os.kill(pid, signal.SIGKILL)
+            pytest.fail("the TAPT training went on after the recipe was killed")
+    finally:  # a failed check must not leave a 100,000-update training behind: it ends with the recipe
+        if recipe.poll() is None:
+            recipe.kill()
+            recipe.wait()
