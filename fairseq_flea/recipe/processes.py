@@ -57,9 +57,9 @@ def hydra_train_argv(config_dir: str, config_name: str, overrides: Sequence[str]
 
 
 def hydra_train(config_dir: str, config_name: str, overrides: Sequence[str], log_path: str) -> None:
-    """fairseq-hydra-train (``hydra_train_argv``) in this process: a
-    step's own process (``start_in_own_process``, a SLURM job), which ends after the step,
-    since hydra and fairseq keep global state. Its output goes to ``log_path``."""
+    """fairseq-hydra-train (``hydra_train_argv``) in this process, which must be a step's own
+    (``start_in_own_process``, a SLURM job) and end after the step: hydra and fairseq keep
+    global state. Its output goes to ``log_path``; a failed run raises ``FleaStepError``."""
     from fairseq_cli.hydra_train import cli_main
     from hydra.core.global_hydra import GlobalHydra
 
