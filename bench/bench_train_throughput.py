@@ -317,10 +317,12 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
                               checkpoint["save_interval_updates"])
     per_validation = validation / max(1, len(record["validations"])) * valid_scale
     per_save = saving / max(1, len(record["saves"]))
-    waiting_per_update = waiting / max(1, len(steps) - 1)
+    # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
+    # run over few utterances has far more epoch ends per update than a full one.
     gaps = gaps_between_steps(record)
+    full_waiting = sum(statistics.mean(part) * count for part, count in zip(gaps, (full_updates, full_epochs)) if part)
     full_fixed = (startup + exit_seconds + full_validations * per_validation + full_saves * per_save
-                  + waiting_per_update * full_updates)
+                  + full_waiting)
     full_steps = full_updates * mean_step
     return Summary(
         updates_per_second=updates_per_second, audio_per_second=audio_per_second,
