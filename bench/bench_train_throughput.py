@@ -76,8 +76,6 @@ PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H20
 WARM_UP, COUNT_AT, PROFILE_BEFORE_END = 3, 4, 5
 
 
-
-
 def profile_step(updates: int) -> int:
     return max(COUNT_AT + 1, updates - PROFILE_BEFORE_END)
 
@@ -167,22 +165,25 @@ class Run:
     log: str = ""
 
 
+def phase_overrides(phase: str, data: Path, stand_in: Path, save_dir: Path, precision: str, device: str,
+                    updates: int) -> List[str]:
+    """fairseq-hydra-train overrides of a short run of the phase on the generated corpus."""
+    overrides = [
+        f"common.cpu={'true' if device == 'cpu' else 'false'}", *PRECISION_OVERRIDES[precision],
+        f"checkpoint.save_dir={save_dir}", f"optimization.max_update={updates}", f"task.data={data}",
+    ]
+    if phase == "pretraining":
+        return overrides + [f"task.label_dir={data}", "task.labels=[km]", f"task.init_from={stand_in}"]
+    return overrides + [f"model.w2v_path={stand_in}"]
+
+
 def train_command(checkout: Path, phase: str, size: str, data: Path, stand_in: Path, save_dir: Path,
                   precision: str, device: str, updates: int, extra: Sequence[str] = ()) -> List[str]:
     config_group, config_stem = PHASES[phase]
-    overrides = [
-        f"common.user_dir={checkout / 'fairseq_flea'}", f"common.cpu={'true' if device == 'cpu' else 'false'}",
-        *PRECISION_OVERRIDES[precision], f"checkpoint.save_dir={save_dir}", f"optimization.max_update={updates}",
-        f"task.data={data}",
-    ]
-    if phase == "pretraining":
-        overrides += [f"task.label_dir={data}", "task.labels=[km]", f"task.init_from={stand_in}"]
-    else:
-        overrides += [f"model.w2v_path={stand_in}"]
-    overrides += list(extra)
     return [sys.executable, str(REPO_ROOT / "bench" / "timed_hydra_train.py"),
             "--config-dir", str(checkout / "config" / config_group), "--config-name", f"{config_stem}_{size}",
-            *overrides]
+            f"common.user_dir={checkout / 'fairseq_flea'}",
+            *phase_overrides(phase, data, stand_in, save_dir, precision, device, updates), *extra]
 
 
 def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_in: Path) -> Run:
@@ -291,8 +292,9 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
     in_steps = sum(s["end"] - s["start"] for s in steps)
     validation = sum(b - a for a, b in record["validations"])
     saving = sum(b - a for a, b in record["saves"])
-    first, last = steps[0]["start"], steps[-1]["end"]
-    waiting = (last - first) - in_steps - overlap(record["validations"] + record["saves"], first, last)
+    first = steps[0]["start"]
+    gaps = gaps_between_steps(record)
+    waiting = sum(gaps[0]) + sum(gaps[1])
     startup = first - run.spawned
     exit_seconds = run.ended - record["training_done"]
     wall = run.ended - run.spawned
@@ -319,7 +321,6 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
     per_save = saving / max(1, len(record["saves"]))
     # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
     # run over few utterances has far more epoch ends per update than a full one.
-    gaps = gaps_between_steps(record)
     full_waiting = sum(statistics.mean(part) * count for part, count in zip(gaps, (full_updates, full_epochs)) if part)
     full_fixed = (startup + exit_seconds + full_validations * per_validation + full_saves * per_save
                   + full_waiting)

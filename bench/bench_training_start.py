@@ -28,18 +28,11 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench_train_throughput import PRECISION_OVERRIDES, write_corpus, write_stand_in  # noqa: E402
+from bench_train_throughput import PRECISION_OVERRIDES, phase_overrides, write_corpus, write_stand_in  # noqa: E402
 
 from fairseq_flea.recipe.processes import hydra_train, hydra_train_argv, run_in_own_process  # noqa: E402
 
 WAYS = ("new process (before)", "recipe step process (now)")
-
-
-def training_overrides(work: Path, run: str, args) -> list:
-    data = work / "data"
-    return [f"common.cpu={'true' if args.device == 'cpu' else 'false'}", *PRECISION_OVERRIDES[args.precision],
-            f"optimization.max_update={args.updates}", f"task.data={data}", f"task.label_dir={data}",
-            "task.labels=[km]", f"task.init_from={work / 'stand_in.pt'}", f"checkpoint.save_dir={work / run}"]
 
 
 def train_in_new_process(config_dir: str, config_name: str, overrides: list, log_path: str) -> None:
@@ -75,7 +68,9 @@ def main() -> int:
         for repeat in range(args.repeats):
             for way in WAYS:
                 run = f"run{repeat}_{WAYS.index(way)}"
-                overrides, log_path = training_overrides(work, run, args), str(work / f"{run}.log")
+                overrides = phase_overrides("pretraining", work / "data", work / "stand_in.pt", work / run,
+                                            args.precision, args.device, args.updates)
+                log_path = str(work / f"{run}.log")
                 started = time.perf_counter()
                 if way == WAYS[0]:
                     train_in_new_process(config_dir, config_name, overrides, log_path)

@@ -1,6 +1,6 @@
 """Faster, exact ways through fairseq's HuBERT for training, applied to a built model.
 
-Each changes how a result is computed, never what it is, and leave the weights, their names
+Each changes how a result is computed, never what it is, and leaves the weights, their names
 and the checkpoint format alone, so models stay fairseq's own ``hubert``:
 
 - Attention without a padding mask when nothing is padded. fairseq's encoder pads every
