@@ -65,6 +65,7 @@ def assert_trained_in_bf16(result, checkpoint):
     assert state["cfg"]["common"]["bf16"] is True
     # fairseq's reduced-precision wrapper (bf16 model, fp32 master weights) really ran.
     assert state["optimizer_history"][-1]["optimizer_name"] == "FP16Optimizer"
+    assert "master weights: gradients, zeros and weights copied by foreach" in result.stdout
     assert all(torch.isfinite(w).all() for w in state["model"].values() if torch.is_floating_point(w))
 
 

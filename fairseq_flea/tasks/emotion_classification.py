@@ -11,6 +11,7 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
+from fairseq_flea.optim.master_weights import ForeachMasterWeightsTask
 from fairseq_flea.tasks.classification_data import class_names, load_classification_split, load_label_dictionary
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class EmotionClassificationConfig(FairseqDataclass):
 
 
 @register_task("emotion_classification", dataclass=EmotionClassificationConfig)
-class EmotionClassificationTask(FairseqTask):
+class EmotionClassificationTask(ForeachMasterWeightsTask, FairseqTask):
     cfg: EmotionClassificationConfig
 
     def __init__(self, cfg: EmotionClassificationConfig):

@@ -27,6 +27,7 @@ from fairseq_flea.hubert.init_from import (
     transfer_weights,
 )
 from fairseq_flea.io.manifest import check_frame_labels, read_manifest
+from fairseq_flea.optim.master_weights import ForeachMasterWeightsTask
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class EmotionHubertPretrainingConfig(HubertPretrainingConfig):
 
 
 @register_task("emotion_hubert_pretraining", dataclass=EmotionHubertPretrainingConfig)
-class EmotionHubertPretrainingTask(HubertPretrainingTask):
+class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTask):
     cfg: EmotionHubertPretrainingConfig
 
     def load_dictionaries(self) -> List[Dictionary]:

@@ -1,0 +1,25 @@
+"""bench/bench_optimizer_step.py as a CPU smoke test: both variants timed over HuBERT base's
+~200 weight tensors, ending with the same weights. No timing is asserted; the GPU figures
+need a GPU."""
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, assert_succeeded
+
+
+def test_the_bench_times_fairseqs_loops_and_ours_to_the_same_weights():
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "bench_optimizer_step.py"), "--device", "cpu", "--updates", "3"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert_succeeded(result)
+    assert "HuBERT narrow weights (214 tensors)" in result.stdout, result.stdout
+    rows = {cells[0]: cells[1:] for cells in (
+        [cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()
+        if line.startswith("| f"))}
+    assert set(rows) == {"fairseq", "foreach"}
+    for host_ms, update_ms, launches in rows.values():
+        assert 0 < float(host_ms) <= float(update_ms) and int(launches) > 214
+    assert re.search(r"largest weight difference after 6 updates: 0$", result.stdout.strip()), result.stdout
