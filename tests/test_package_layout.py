@@ -13,8 +13,8 @@ PACKAGE = REPO_ROOT / "fairseq_flea"
 # Lowest first. A sub-package may import its own modules and those of lower layers only.
 LAYERS = [
     {"io"},
-    {"corpus", "hubert", "launch"},
-    {"tasks", "models", "criterions", "optim"},
+    {"corpus", "hubert", "launch", "optim"},
+    {"tasks", "models", "criterions"},
     {"units"},
     {"inference"},
     {"evaluation"},
