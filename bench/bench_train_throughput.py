@@ -14,7 +14,8 @@ pretraining; 40 epochs of fine-tuning) from the measured parts and the config's 
 --checkouts runs other copies of the project the same way (e.g. the commit before a change,
 from `git worktree add`), so before and after are measured in one run on one machine.
 --candidates also runs the first checkout with changes to its training path
-(timed_hydra_train.CANDIDATE_CHANGES, "+" to combine), one more row each. Compare rows by
+(timed_hydra_train.CANDIDATE_CHANGES) or to its config (a fairseq-hydra-train override such
+as dataset.batch_size_valid=192), "+" to combine, one more row each. Compare rows by
 audio s/s: FLOPs are what torch.utils.flop_counter counts in each run's own step, and it
 counts nothing for FFTs, so with the positional convolution by FFT (the default) GFLOP and
 MFU read low.
@@ -22,6 +23,7 @@ MFU read low.
     python bench/bench_train_throughput.py --device cuda --precision bf16 [fp16 fp32]
     python bench/bench_train_throughput.py --device cuda --checkouts . ../before --names after before
     python bench/bench_train_throughput.py --device cuda --candidates cudnn-attention conv-pos-conv cudnn-benchmark
+    python bench/bench_train_throughput.py --device cuda --candidates task.persistent_workers=true
     python bench/bench_train_throughput.py --device cpu   # tiny smoke test
 """
 
@@ -186,13 +188,22 @@ def train_command(checkout: Path, phase: str, size: str, data: Path, stand_in: P
             *phase_overrides(phase, data, stand_in, save_dir, precision, device, updates), *extra]
 
 
+def split_candidates(candidates: str) -> Tuple[List[str], List[str]]:
+    """The "+"-separated parts of a --candidates entry: (CANDIDATE_CHANGES names, config overrides)."""
+    parts = [part for part in candidates.split("+") if part]
+    return [part for part in parts if "=" not in part], [part for part in parts if "=" in part]
+
+
 def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_in: Path) -> Run:
-    run_dir = work / run.checkout / run.precision / run.phase
+    # Hydra's override grammar takes no "=" inside a value such as checkpoint.save_dir.
+    run_dir = work / run.checkout.replace("=", "-") / run.precision / run.phase
     run_dir.mkdir(parents=True, exist_ok=True)
     times_path = run_dir / "times.json"
+    changes, overrides = split_candidates(run.candidates)
     command = train_command(checkout, run.phase, args.size, data, stand_in, run_dir / "checkpoints",
-                            run.precision, args.device, args.updates, args.overrides)
-    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path), "FLEA_CANDIDATES": run.candidates, "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
+                            run.precision, args.device, args.updates, [*args.overrides, *overrides])
+    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path), "FLEA_CANDIDATES": "+".join(changes),
+           "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
            "FLEA_COUNT_FLOPS_AT": str(COUNT_AT), "FLEA_PROFILE_AT": str(profile_step(args.updates)),
            "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
     run.log = str(run_dir / "train.log")
@@ -385,7 +396,8 @@ def main() -> int:
     parser.add_argument("--checkouts", nargs="+", default=[str(REPO_ROOT)], help="project copies to run, in turn")
     parser.add_argument("--names", nargs="+", help="a name for each checkout in the table (default: directory names)")
     parser.add_argument("--candidates", nargs="+", default=[],
-                        help="also run the first checkout with these changes (see timed_hydra_train.CANDIDATE_CHANGES)")
+                        help="also run the first checkout with these changes: timed_hydra_train.CANDIDATE_CHANGES "
+                             "or fairseq-hydra-train overrides (key=value), '+' to combine")
     parser.add_argument("--overrides", nargs="*", default=[], help="more fairseq-hydra-train overrides for every run")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (default: from its name)")
     parser.add_argument("--work-dir", help="default: a new temporary directory")
@@ -400,9 +412,11 @@ def main() -> int:
         parser.error("--names needs one name per checkout")
     from timed_hydra_train import CANDIDATE_CHANGES
 
-    unknown = [part for candidates in args.candidates for part in candidates.split("+") if part not in CANDIDATE_CHANGES]
+    unknown = [name for candidates in args.candidates for name in split_candidates(candidates)[0]
+               if name not in CANDIDATE_CHANGES]
     if unknown:
-        parser.error(f"unknown candidate change {unknown[0]!r}; known: {', '.join(CANDIDATE_CHANGES)}")
+        parser.error(f"unknown candidate change {unknown[0]!r}; known: {', '.join(CANDIDATE_CHANGES)}, "
+                     f"or a config override key=value")
     if args.updates <= COUNT_AT + 1:
         parser.error(f"--updates must be above {COUNT_AT + 1} (warm-up, a counted and a profiled step)")
     import torch

@@ -6,23 +6,31 @@ import re
 import subprocess
 import sys
 
+from omegaconf import OmegaConf
+
 from conftest import REPO_ROOT, assert_succeeded
+
+CLIP = "optimization.clip_norm=5.0"  # a config change, as a candidate
 
 
 def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     table = tmp_path / "throughput.md"
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "bench_train_throughput.py"), "--device", "cpu",
-         "--updates", "7", "--utterances", "16", "--candidates", "conv-pos-conv", "--work-dir", str(tmp_path / "work"), "--table", str(table)],
+         "--updates", "7", "--utterances", "16", "--candidates", f"conv-pos-conv+{CLIP}", "--work-dir", str(tmp_path / "work"), "--table", str(table)],
         capture_output=True, text=True, timeout=600,
     )
     assert_succeeded(result)
     rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.startswith("| ")]
     header, *runs = [[cell.strip() for cell in row] for row in rows]
     by_run = {(row[0], row[2]): dict(zip(header, row)) for row in runs}
-    # A change to the training path runs as one more row per phase.
-    assert set(by_run) == {(checkout, phase) for checkout in (REPO_ROOT.name, f"{REPO_ROOT.name}+conv-pos-conv")
+    # A change to the training path and the config runs as one more row per phase.
+    candidate = f"{REPO_ROOT.name}+conv-pos-conv+{CLIP}"
+    assert set(by_run) == {(checkout, phase) for checkout in (REPO_ROOT.name, candidate)
                            for phase in ("pretraining", "finetuning")}
+    for checkout, clip_norm in ((REPO_ROOT.name, 0.0), (candidate, 5.0)):  # ser_attention_tiny: 0, no clipping
+        config = OmegaConf.load(tmp_path / "work" / checkout.replace("=", "-") / "bf16" / "finetuning" / "checkpoints" / "hydra" / ".hydra" / "config.yaml")
+        assert config.optimization.clip_norm == clip_norm
     for row in by_run.values():
         assert float(row["updates/s"]) > 0 and float(row["audio s/s"]) > 0, row
         # HuBERT needs tens of MFLOP per audio second even at the tiny size; none is a counter that missed.
