@@ -7,6 +7,7 @@ tiny encoder (the architecture comes from the checkpoint they start from).
 """
 
 import math
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from conftest import (
     train_log_records,
 )
 from fairseq_flea.evaluation.evaluate import evaluate_split
+from fairseq_flea.tasks.loader_workers import end_persistent_loader_workers
 from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.hubert.forward import full_float32_precision
 from fairseq_flea.inference.recognizer import EmotionRecognizer
@@ -95,6 +97,8 @@ def test_finetuning_config_trains_in_bf16_then_evaluates_and_predicts(config, em
     checkpoint = tmp_path / "run" / "checkpoint_best.pt"
     assert_trained_in_bf16(result, checkpoint)
     assert all(math.isfinite(r["valid_ua"]) for r in train_log_records(result.stdout, "valid"))
+    if config.endswith("_base"):  # their loader workers, kept between epochs, end with the run
+        assert "ended the workers of 2 data loader(s) kept between epochs" in result.stdout, result.stdout[-2000:]
 
     scores = evaluate_split(str(checkpoint), str(emotion_corpus), "test", str(tmp_path / "eval"))
     assert scores["n"] == 16 and 0.0 <= scores["ua"] <= 1.0
@@ -129,15 +133,22 @@ def test_inference_runs_without_tf32_and_restores_the_settings():
         torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default
 
 
-def test_loader_workers_end_with_each_epoch(emotion_corpus):
-    """fairseq pins loader memory on GPUs; persistent pinned workers then hold the finished
-    process 5 s each (pytorch/pytorch#81794). Every shipped config turns them off."""
+def test_loader_workers_are_kept_between_epochs_and_end_with_training(emotion_corpus):
+    """Every shipped config keeps its loader workers between epochs (starting them forks the
+    training process each epoch); they end when training ends (tasks.loader_workers)."""
     shipped = [*PRETRAIN_CONFIG_DIR.glob("*.yaml"), *FINETUNE_CONFIG_DIR.glob("*.yaml")]
-    assert all(OmegaConf.load(path).task.persistent_workers is False for path in shipped)
+    assert all(OmegaConf.load(path).task.persistent_workers is True for path in shipped)
     cfg = OmegaConf.load(FINETUNE_CONFIG_DIR / "ser_attention_base.yaml")
     cfg.task.data = str(emotion_corpus)
     task = tasks.setup_task(cfg.task)
     task.load_dataset("train")
-    epoch_iterator = task.get_batch_iterator(task.dataset("train"), max_sentences=8, num_workers=1)
-    next(epoch_iterator.next_epoch_itr())
-    assert epoch_iterator.dataloader.persistent_workers is False
+    epoch_iterator = task.get_batch_iterator(task.dataset("train"), max_sentences=8, num_workers=2)
+    workers = []
+    for _ in range(2):
+        for _ in epoch_iterator.next_epoch_itr():
+            pass
+        workers.append(sorted(child.pid for child in multiprocessing.active_children()))
+    assert len(workers[0]) == 2 and workers[1] == workers[0]
+    assert end_persistent_loader_workers() == 1
+    assert not multiprocessing.active_children()
+    assert end_persistent_loader_workers() == 0

@@ -77,6 +77,11 @@ def hydra_train(config_dir: str, config_name: str, overrides: Sequence[str], log
                 failed = True
     finally:
         sys.argv = saved_argv
+        # The step's process ends by os._exit, which runs no atexit handler: end the kept
+        # loader workers here, as fairseq-hydra-train's own exit would.
+        from fairseq_flea.tasks.loader_workers import end_persistent_loader_workers
+
+        end_persistent_loader_workers()
     if failed:
         with open(log_path) as log:
             last_lines = log.read().strip().splitlines()[-3:]

@@ -1,5 +1,6 @@
 """What fairseq registers for data: tasks emotion_hubert_pretraining and emotion_classification,
-and the classification dataset. Imports io and hubert.
+the classification dataset, and the end of data-loading workers kept between epochs. Imports
+io, hubert and optim.
 """
 
-from fairseq_flea.tasks import emotion_classification, emotion_hubert_pretraining  # noqa: F401
+from fairseq_flea.tasks import emotion_classification, emotion_hubert_pretraining, loader_workers  # noqa: F401

@@ -31,8 +31,8 @@ class EmotionClassificationConfig(FairseqDataclass):
         metadata={"help": "training crops longer utterances at a random offset to this many samples; "
                   "validation and evaluation always see full utterances"},
     )
-    # Read by fairseq's get_batch_iterator. Off: on GPUs fairseq pins memory, and PyTorch
-    # then holds a finished process 5 s per persistent worker (pytorch/pytorch#81794).
+    # Read by fairseq's get_batch_iterator; the shipped configs with workers keep them
+    # (fairseq_flea.tasks.loader_workers ends them when training ends).
     persistent_workers: bool = field(default=False, metadata={"help": "keep data-loading workers between epochs"})
 
 
