@@ -17,8 +17,9 @@ fine-tuning: up to 64 padded utterances), drawn from IEMOCAP-like lengths, all d
 
 Variants: current (as the tasks train today: fairseq_flea.hubert.fast_paths), cudnn-benchmark
 (cuDNN times its convolution algorithms per shape), cudnn-attention (PyTorch's cuDNN
-attention kernel allowed again) and conv-pos-conv (fairseq's positional convolution instead of
-the FFT).
+attention kernel allowed again), conv-pos-conv (fairseq's positional convolution instead of
+the FFT) and fairseq-time-masks (fairseq's per-utterance numpy mask draw instead of the
+device's).
 
     python bench/bench_encoder_step.py --device cuda            # base size, bf16
     python bench/bench_encoder_step.py --device cpu             # tiny smoke test
@@ -157,10 +158,14 @@ def run_variant(args) -> Dict:
                for seed, lengths in enumerate(batch_lengths(args.phase, args.size, args.steps))]
 
     model.eval()  # dropout and layer drop off
+    drawn_masks = vars(model).get("apply_mask")  # the variant's own way of drawing them
     model.apply_mask = mask_every_other_frame
     with torch.no_grad():
         first_loss = float(training_loss(model, args.phase, batches[0]))
-    del model.apply_mask
+    if drawn_masks is None:
+        del model.apply_mask
+    else:
+        model.apply_mask = drawn_masks
     model.train()
 
     passes = {}

@@ -1,7 +1,8 @@
 """Faster, exact ways through fairseq's HuBERT for training, applied to a built model.
 
-Each changes how a result is computed, never what it is, and leaves the weights, their names
-and the checkpoint format alone, so models stay fairseq's own ``hubert``:
+Each changes how a result is computed, never what it is (the time masks: never how they are
+distributed), and leaves the weights, their names and the checkpoint format alone, so models
+stay fairseq's own ``hubert``:
 
 - Attention without a padding mask when nothing is padded. fairseq's encoder pads every
   sequence to an even number of frames and always passes a key padding mask, which PyTorch's
@@ -22,6 +23,8 @@ and the checkpoint format alone, so models stay fairseq's own ``hubert``:
   of the step's FLOPs. As a product of Fourier transforms it needs ~50x fewer FLOPs; it is
   computed in float32 whatever the model's dtype, and matches the convolution to float32
   rounding.
+- Time masks drawn on the device for the whole batch (``time_masks.py``): the same random
+  procedure as fairseq's per-utterance numpy loop, without its waits for the GPU.
 - Attention without PyTorch's cuDNN kernel (flash, or memory-efficient where a padding mask
   remains, run instead; the same attention). torch 2.11 prefers cuDNN's kernel on Hopper,
   which builds a graph for every new batch shape on the CPU while the GPU waits.
@@ -37,6 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fairseq.models.hubert import HubertModel
 from fairseq.modules import MultiheadAttention
+
+from fairseq_flea.hubert.time_masks import time_masks_on_device
 
 COSINE_EPS = 1e-8  # torch.cosine_similarity's default, which fairseq's compute_nce uses
 
@@ -159,9 +164,10 @@ def attention_without_cudnn() -> None:
 
 def use_fast_encoder_paths(model: nn.Module) -> nn.Module:
     """The encoder's fast paths on ``model``: attention without empty padding masks or cuDNN's
-    kernel, the positional convolution by FFT."""
+    kernel, the positional convolution by FFT, time masks drawn on the device."""
     attend_without_empty_padding_masks(model)
     positional_convs_by_fft(model)
+    time_masks_on_device(model)
     attention_without_cudnn()
     return model
 
