@@ -72,6 +72,6 @@ class ForeachMasterWeightsTask:
     """Task mixin: trains with ``use_foreach_master_weights`` on the trainer's optimizer
     (fairseq builds it after the task, and hands it to the task's ``train_step``)."""
 
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
         use_foreach_master_weights(optimizer)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
