@@ -7,7 +7,7 @@ mean of per-batch values; ``checkpoint.best_checkpoint_metric=ua`` selects by it
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,14 @@ def inverse_frequency_weights(counts: List[int]) -> torch.Tensor:
     return counts_tensor.sum() / (len(counts) * counts_tensor)
 
 
+def class_counts(logits: torch.Tensor, target: torch.Tensor, num_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per class: how many targets it has, and how many of them the logits' argmax gets
+    right (float32 tensors of ``num_classes``, on the logits' device)."""
+    hits = (logits.argmax(dim=-1) == target).long()
+    pairs = torch.bincount(target * 2 + hits, minlength=2 * num_classes).view(num_classes, 2).float()
+    return pairs.sum(dim=1), pairs[:, 1]
+
+
 @register_criterion("emotion_cross_entropy", dataclass=EmotionCrossEntropyConfig)
 class EmotionCrossEntropyCriterion(FairseqCriterion):
     def __init__(self, task, class_weighted: bool = False):
@@ -53,17 +61,21 @@ class EmotionCrossEntropyCriterion(FairseqCriterion):
         logits, target = output["logits"], sample["target"]
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), target, weight=weight, reduction="sum" if reduce else "none")
-        predicted = logits.argmax(dim=-1)
+        totals, correct = class_counts(logits.detach(), target, self.num_classes)
         logging_output = {
-            "loss": loss.item() if reduce else loss.detach(),
+            "loss": loss.detach(),
             "sample_size": target.numel(),
             "nsentences": target.numel(),
             "ntokens": sample["ntokens"],
         }
+        # One read from the device for the loss and every count: each read waits for it.
+        summed_loss = [loss.detach().float().reshape(1)] if reduce else []
+        values = torch.cat([*summed_loss, totals, correct]).tolist()
+        if reduce:
+            logging_output["loss"] = values[0]
         for k in range(self.num_classes):
-            in_class = target == k
-            logging_output[f"total_{k}"] = int(in_class.sum())
-            logging_output[f"correct_{k}"] = int((in_class & (predicted == k)).sum())
+            logging_output[f"total_{k}"] = int(values[-2 * self.num_classes + k])
+            logging_output[f"correct_{k}"] = int(values[-self.num_classes + k])
         return loss, target.numel(), logging_output
 
     @staticmethod

@@ -1,0 +1,55 @@
+"""The emotion criterion logs what it did before (loss, per-class totals and hits) with one
+read from the device instead of one per value."""
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from fairseq.data import Dictionary
+
+import fairseq_flea  # noqa: F401
+from fairseq_flea.criterions.emotion_cross_entropy import EmotionCrossEntropyCriterion
+
+CLASSES = ["ang", "hap", "neu", "sad"]
+
+
+class FixedLogits(torch.nn.Module):
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, **net_input):
+        return {"logits": self.logits}
+
+
+def criterion() -> EmotionCrossEntropyCriterion:
+    dictionary = Dictionary()
+    for name in CLASSES:
+        dictionary.add_symbol(name)
+    return EmotionCrossEntropyCriterion(SimpleNamespace(class_names=CLASSES, target_dictionary=dictionary))
+
+
+def test_logs_the_loss_and_each_class_hits_with_one_read():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(37, len(CLASSES), generator=generator)
+    target = torch.randint(0, len(CLASSES), (37,), generator=generator)
+    target[:3] = 3  # a class with hits and misses, whatever the draw
+    sample = {"net_input": {}, "target": target, "ntokens": 37}
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        loss, sample_size, logged = criterion()(FixedLogits(logits), sample)
+    reads = sum(event.count for event in profile.key_averages() if event.key == "aten::_local_scalar_dense")
+
+    assert reads == 0  # .item() per value before: 1 + 2 per class
+    assert sample_size == 37 and logged["loss"] == F.cross_entropy(logits, target, reduction="sum").item()
+    predicted = logits.argmax(dim=-1)
+    for k in range(len(CLASSES)):
+        assert logged[f"total_{k}"] == int((target == k).sum())
+        assert logged[f"correct_{k}"] == int(((target == k) & (predicted == k)).sum())
+    assert sum(logged[f"correct_{k}"] for k in range(len(CLASSES))) == int((predicted == target).sum()) > 0
+
+
+def test_unreduced_losses_stay_per_utterance():
+    logits, target = torch.randn(5, len(CLASSES)), torch.tensor([0, 1, 2, 3, 3])
+    loss, _, logged = criterion()(FixedLogits(logits), {"net_input": {}, "target": target, "ntokens": 5}, reduce=False)
+    assert loss.shape == (5,) and logged["loss"].shape == (5,)
+    assert [logged[f"total_{k}"] for k in range(len(CLASSES))] == [1, 1, 1, 2]
