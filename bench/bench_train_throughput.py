@@ -59,7 +59,8 @@ SAMPLE_RATE = 16000
 LABEL_RATE = 50
 UNITS = 500  # the released k-means model's labels, which TAPT predicts
 CLASSES = ["ang", "hap", "neu", "sad"]
-# IEMOCAP's lengths (median 3.6 s), drawn log-normally and kept within 0.6-20 s.
+# IEMOCAP's lengths (median 3.6 s), drawn log-normally and kept within 0.6-20 s (the tiny size: 10 s,
+# tapt_tiny's batch).
 MEDIAN_SECONDS, LOG_SPREAD, SHORTEST, LONGEST = 3.6, 0.6, 0.6, 20.0
 # One IEMOCAP fold (5531 utterances, 5 sessions): 4 sessions train, 5 % of them validate
 # pretraining; one speaker of the held-out session validates fine-tuning.
@@ -88,9 +89,9 @@ PHASES = {
 }
 
 
-def utterance_lengths(count: int, seed: int) -> np.ndarray:
+def utterance_lengths(count: int, seed: int, longest: float = LONGEST) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    seconds = np.clip(np.exp(rng.normal(np.log(MEDIAN_SECONDS), LOG_SPREAD, count)), SHORTEST, LONGEST)
+    seconds = np.clip(np.exp(rng.normal(np.log(MEDIAN_SECONDS), LOG_SPREAD, count)), SHORTEST, longest)
     return (seconds * SAMPLE_RATE).astype(int)
 
 
@@ -114,14 +115,15 @@ def validation_utterances(train_utterances: int) -> int:
     return max(2, train_utterances // 8)
 
 
-def write_corpus(data_dir: Path, train_utterances: int) -> Dict[str, float]:
-    """Manifests, 500-unit frame labels and emotion labels of generated audio; seconds per split."""
+def write_corpus(data_dir: Path, train_utterances: int, longest: float = LONGEST) -> Dict[str, float]:
+    """Manifests, 500-unit frame labels and emotion labels of generated audio, none longer
+    than ``longest`` seconds; seconds per split."""
     rng = np.random.default_rng(0)
     wav_dir = data_dir / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     seconds = {}
     for split, count, seed in (("train", train_utterances, 1), ("valid", validation_utterances(train_utterances), 2)):
-        lengths = utterance_lengths(count, seed)
+        lengths = utterance_lengths(count, seed, longest)
         manifest, units, emotions = [str(wav_dir)], [], []
         for index, length in enumerate(lengths):
             name = f"{split}_{index:05d}.wav"
@@ -427,9 +429,10 @@ def main() -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="flea_train_throughput_")).resolve()
     data, stand_in = work / "data", work / "stand_in.pt"
     started = time.time()
-    seconds = write_corpus(data, args.utterances)
-    write_stand_in(stand_in, args.size)
     tapt = OmegaConf.load(REPO_ROOT / "config" / "pretrain" / f"tapt_{args.size}.yaml")
+    # fairseq refuses a training utterance above the batch's max_tokens (tapt_tiny's: 10 s).
+    seconds = write_corpus(data, args.utterances, min(LONGEST, tapt.dataset.max_tokens / SAMPLE_RATE))
+    write_stand_in(stand_in, args.size)
     kept = audio_kept_by_cropping(utterance_lengths(FOLD_TRAIN_UTTERANCES, 1), tapt.dataset.max_tokens,
                                   tapt.task.max_sample_size, tapt.task.min_sample_size)
     print(f"corpus: {args.utterances} training utterances ({seconds['train']:.0f} s), "
