@@ -13,6 +13,7 @@ left to fairseq.
 
 import logging
 from types import MethodType
+
 import torch
 from fairseq.optim.fp16_optimizer import FP16Optimizer
 

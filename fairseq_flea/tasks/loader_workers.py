@@ -7,8 +7,9 @@ then ~0.07 s more for their first batch, per loader, per epoch (BENCHMARKS.md).
 
 Kept workers have a cost of their own. fairseq pins loader memory on GPUs, and with pinned
 memory PyTorch before its fix of pytorch/pytorch#81794 does not end persistent workers while
-Python exits: it waits 5 s for each (the 40-42 s per run an H100 showed after `done
-training`, with 4 workers for training and 4 for validation). ``end_persistent_loader_workers``
+Python exits: it waits 5 s for each. With 4 workers for training and 4 for validation that
+is the 40-42 s per run an H100 showed after `done training` (the cause as read from
+PyTorch's code and that issue). ``end_persistent_loader_workers``
 ends them while Python still runs, as that fix does; the recipe calls it when its training
 ends, and importing this module registers it to run when Python exits, before PyTorch's own
 exit handler marks Python as exiting (``atexit`` runs the last registered first).
