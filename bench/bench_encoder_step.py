@@ -66,6 +66,14 @@ def phase_config(phase: str, size: str):
     return OmegaConf.load(REPO_ROOT / "config" / group / f"{stem}_{size}.yaml")
 
 
+def units_dictionary() -> Dictionary:
+    """The released k-means model's labels, 0 to UNITS - 1, as fairseq's HuBERT takes them."""
+    dictionary = Dictionary()
+    for unit in range(UNITS):
+        dictionary.add_symbol(str(unit))
+    return dictionary
+
+
 def build_model(phase: str, size: str) -> HubertModel:
     """fairseq's HubertModel of the size's architecture with the phase's training settings,
     the tasks' fast paths applied (and, for fine-tuning, a linear emotion head)."""
@@ -74,12 +82,9 @@ def build_model(phase: str, size: str) -> HubertModel:
         architecture = dict(OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "config/pretrain/hubert_tiny.yaml").model))
     settings = phase_config(phase, size).model
     architecture.update({key: settings[key] for key in TRAINING_SETTINGS if key in settings})
-    dictionary = Dictionary()
-    for unit in range(UNITS):
-        dictionary.add_symbol(str(unit))
     torch.manual_seed(0)
     model = HubertModel(merge_with_parent(HubertConfig(), OmegaConf.create(architecture)),
-                        HubertPretrainingConfig(labels=["km"], label_rate=LABEL_RATE), [dictionary])
+                        HubertPretrainingConfig(labels=["km"], label_rate=LABEL_RATE), [units_dictionary()])
     if phase == "finetuning":
         model.remove_pretraining_modules()
         model.emotion_head = torch.nn.Linear(model.encoder.embedding_dim, CLASSES)

@@ -40,6 +40,8 @@ from omegaconf import OmegaConf
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from bench_encoder_step import synchronize, units_dictionary  # noqa: E402
+
 import fairseq_flea  # noqa: E402,F401  (registers the adamw optimizer)
 from fairseq_flea.optim.master_weights import use_foreach_master_weights  # noqa: E402
 
@@ -68,17 +70,8 @@ def hubert_weights(narrow: bool, device: str) -> List[torch.nn.Parameter]:
     torch.manual_seed(0)
     architecture = {"_name": "hubert", "label_rate": 50, **(NARROW if narrow else {})}
     model = HubertModel(merge_with_parent(HubertConfig(), OmegaConf.create(architecture)),
-                        HubertPretrainingConfig(labels=["km"], label_rate=50), [_dictionary()])
+                        HubertPretrainingConfig(labels=["km"], label_rate=50), [units_dictionary()])
     return [p for p in model.to(device=device, dtype=torch.bfloat16).parameters() if p.requires_grad]
-
-
-def _dictionary():
-    from fairseq.data import Dictionary
-
-    dictionary = Dictionary()
-    for unit in range(500):
-        dictionary.add_symbol(str(unit))
-    return dictionary
 
 
 def build_optimizer(variant: str, weights: List[torch.nn.Parameter]) -> FP16Optimizer:
@@ -89,11 +82,6 @@ def build_optimizer(variant: str, weights: List[torch.nn.Parameter]) -> FP16Opti
         use_foreach_master_weights(optimizer)
     optimizer.set_lr(1e-4)
     return optimizer
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def update(optimizer: FP16Optimizer, weights, grads) -> None:

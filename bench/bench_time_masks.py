@@ -28,14 +28,13 @@ import torch
 from fairseq.data.data_utils import compute_mask_indices
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_encoder_step import batch_lengths, phase_config  # noqa: E402
+from bench_encoder_step import batch_lengths, phase_config, synchronize  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from fairseq_flea.hubert.time_masks import span_time_mask  # noqa: E402
+from fairseq_flea.hubert.time_masks import MIN_MASKS, span_time_mask  # noqa: E402
 
 SAMPLES_PER_FRAME = 320  # HuBERT's feature extractor: 16 kHz to 50 frames per second
-MIN_MASKS = 2  # what HubertModel.apply_mask asks for
 WAITS = ("aten::_local_scalar_dense", "aten::nonzero")  # .item() and bool() come through the first
 PHASES = ("pretraining", "finetuning")
 
@@ -56,11 +55,6 @@ def device_draw(padding: torch.Tensor, mask_prob: float, mask_length: int) -> to
 
 
 DRAWS = {"fairseq": fairseq_draw, "device": device_draw}
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def waits(draw, padding: torch.Tensor, mask_prob: float, mask_length: int) -> int:

@@ -20,15 +20,18 @@ def padding_mask() -> torch.Tensor:
 
 
 def draws(draw, mask_prob: float) -> np.ndarray:
-    return np.stack([np.asarray(draw(mask_prob), dtype=bool) for _ in range(DRAWS)])
+    return np.stack([np.asarray(draw(mask_prob, number), dtype=bool) for number in range(DRAWS)])
 
 
-def fairseq_draw(mask_prob):
+def fairseq_draw(mask_prob, number):
+    # Seeded through fairseq's own seed/epoch/indices, so the comparison repeats exactly (its
+    # training draws come from the operating system's entropy).
     return compute_mask_indices((len(UTTERANCE_FRAMES), FRAMES), padding_mask(), mask_prob, MASK_LENGTH,
-                                "static", 0.0, min_masks=2)
+                                "static", 0.0, min_masks=2, seed=number, epoch=1,
+                                indices=torch.arange(len(UTTERANCE_FRAMES)))
 
 
-def device_draw(mask_prob):
+def device_draw(mask_prob, number=None):
     return span_time_mask((len(UTTERANCE_FRAMES), FRAMES), padding_mask(), mask_prob, MASK_LENGTH, 2,
                           torch.device("cpu"))
 

@@ -62,17 +62,15 @@ class EmotionCrossEntropyCriterion(FairseqCriterion):
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits.float(), target, weight=weight, reduction="sum" if reduce else "none")
         totals, correct = class_counts(logits.detach(), target, self.num_classes)
+        # One read from the device for the loss and every count: each read waits for it.
+        summed_loss = [loss.detach().float().reshape(1)] if reduce else []
+        values = torch.cat([*summed_loss, totals, correct]).tolist()
         logging_output = {
-            "loss": loss.detach(),
+            "loss": values[0] if reduce else loss.detach(),
             "sample_size": target.numel(),
             "nsentences": target.numel(),
             "ntokens": sample["ntokens"],
         }
-        # One read from the device for the loss and every count: each read waits for it.
-        summed_loss = [loss.detach().float().reshape(1)] if reduce else []
-        values = torch.cat([*summed_loss, totals, correct]).tolist()
-        if reduce:
-            logging_output["loss"] = values[0]
         for k in range(self.num_classes):
             logging_output[f"total_{k}"] = int(values[-2 * self.num_classes + k])
             logging_output[f"correct_{k}"] = int(values[-self.num_classes + k])

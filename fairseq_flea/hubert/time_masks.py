@@ -29,6 +29,7 @@ from fairseq.models.hubert import HubertModel
 
 # A key above every uniform draw: positions that cannot be chosen sort last.
 NEVER = 2.0
+MIN_MASKS = 2  # what fairseq's HubertModel.apply_mask asks compute_mask_indices for
 
 
 def uniform_subset(candidates: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,7 @@ def apply_time_mask_on_device(model: HubertModel, x: torch.Tensor, padding_mask:
     if model.mask_prob <= 0:
         return x, None
     batch, frames, _ = x.shape
-    mask = span_time_mask((batch, frames), padding_mask, model.mask_prob, model.mask_length, 2, x.device)
+    mask = span_time_mask((batch, frames), padding_mask, model.mask_prob, model.mask_length, MIN_MASKS, x.device)
     return torch.where(mask.unsqueeze(-1), model.mask_emb.to(x.dtype), x), mask
 
 

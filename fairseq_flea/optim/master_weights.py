@@ -13,6 +13,7 @@ left to fairseq.
 
 import logging
 from types import MethodType
+from typing import List, Tuple
 
 import torch
 from fairseq.optim.fp16_optimizer import FP16Optimizer
@@ -20,10 +21,15 @@ from fairseq.optim.fp16_optimizer import FP16Optimizer
 logger = logging.getLogger(__name__)
 
 
+def _trained_pairs(self: FP16Optimizer) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, its fp32 master) for every weight that trains."""
+    return [(p, p32) for p, p32 in zip(self.fp16_params, self.fp32_params) if p.requires_grad]
+
+
 def _sync_fp16_grads_to_fp32(self: FP16Optimizer) -> None:
     if not self._needs_sync:
         return
-    trained = [(p, p32) for p, p32 in zip(self.fp16_params, self.fp32_params) if p.requires_grad]
+    trained = _trained_pairs(self)
     copied = [(p32.grad, p.grad) for p, p32 in trained if p.grad is not None and p32.grad is not None]
     if copied:
         with torch.no_grad():
@@ -37,7 +43,7 @@ def _sync_fp16_grads_to_fp32(self: FP16Optimizer) -> None:
 
 
 def _sync_fp32_params_to_fp16(self: FP16Optimizer) -> None:
-    trained = [(p, p32) for p, p32 in zip(self.fp16_params, self.fp32_params) if p.requires_grad]
+    trained = _trained_pairs(self)
     if trained:
         with torch.no_grad():
             torch._foreach_copy_([p for p, _ in trained], [p32 for _, p32 in trained])
