@@ -7,8 +7,9 @@ For each run it prints updates/s and seconds of audio per second (steady state, 
 warm-up, waits for data included), model FLOP utilisation (FLOPs of one step counted with
 torch.utils.flop_counter, against the GPU's dense bf16/fp16 peak), peak GPU memory, the
 attention kernel that ran, how busy the GPU was inside a step, and the time outside the
-training steps: start-up, validation, checkpoint writes, waiting between steps, exit. The
-last column projects that share to a full-length run on one IEMOCAP fold (20,000 updates of
+training steps: start-up, validation, checkpoint writes (the time training waits for them:
+with task.background_checkpoint_writes, the copy to CPU memory; the last save's write, still
+going on when training ends, counts in exit), waiting between steps, exit. The last column projects that share to a full-length run on one IEMOCAP fold (20,000 updates of
 pretraining; 40 epochs of fine-tuning) from the measured parts and the config's intervals.
 
 --checkouts runs other copies of the project the same way (e.g. the commit before a change,

@@ -59,7 +59,8 @@ def hydra_train_argv(config_dir: str, config_name: str, overrides: Sequence[str]
 def hydra_train(config_dir: str, config_name: str, overrides: Sequence[str], log_path: str) -> None:
     """fairseq-hydra-train (``hydra_train_argv``) in this process, which must be a step's own
     (``start_in_own_process``, a SLURM job) and end after the step: hydra and fairseq keep
-    global state. Its output goes to ``log_path``; a failed run raises ``FleaStepError``."""
+    global state. Its output goes to ``log_path``; a failed run raises ``FleaStepError``, a
+    checkpoint it could not write ``FleaInputError``."""
     from fairseq_cli.hydra_train import cli_main
     from hydra.core.global_hydra import GlobalHydra
 
@@ -78,10 +79,13 @@ def hydra_train(config_dir: str, config_name: str, overrides: Sequence[str], log
     finally:
         sys.argv = saved_argv
         # The step's process ends by os._exit, which runs no atexit handler: end the kept
-        # loader workers here, as fairseq-hydra-train's own exit would.
+        # loader workers and finish the checkpoint writes here, as fairseq-hydra-train's own
+        # exit would.
+        from fairseq_flea.tasks.checkpoint_writes import wait_for_checkpoint_writes
         from fairseq_flea.tasks.loader_workers import end_persistent_loader_workers
 
         end_persistent_loader_workers()
+        wait_for_checkpoint_writes()  # a checkpoint that could not be written: FleaInputError
     if failed:
         with open(log_path) as log:
             last_lines = log.read().strip().splitlines()[-3:]

@@ -34,6 +34,10 @@ class EmotionClassificationConfig(FairseqDataclass):
     # Read by fairseq's get_batch_iterator; the shipped configs with workers keep them
     # (fairseq_flea.tasks.loader_workers ends them when training ends).
     persistent_workers: bool = field(default=False, metadata={"help": "keep data-loading workers between epochs"})
+    background_checkpoint_writes: bool = field(
+        default=True,
+        metadata={"help": "write checkpoints on a thread while training goes on (fairseq_flea.tasks.checkpoint_writes)"},
+    )
 
 
 @register_task("emotion_classification", dataclass=EmotionClassificationConfig)

@@ -58,6 +58,10 @@ class EmotionHubertPretrainingConfig(HubertPretrainingConfig):
     # Read by fairseq's get_batch_iterator; the shipped configs with workers keep them
     # (fairseq_flea.tasks.loader_workers ends them when training ends).
     persistent_workers: bool = field(default=False, metadata={"help": "keep data-loading workers between epochs"})
+    background_checkpoint_writes: bool = field(
+        default=True,
+        metadata={"help": "write checkpoints on a thread while training goes on (fairseq_flea.tasks.checkpoint_writes)"},
+    )
 
 
 @register_task("emotion_hubert_pretraining", dataclass=EmotionHubertPretrainingConfig)
