@@ -2,7 +2,7 @@
 
 fairseq's ``save_checkpoint`` stops training while it copies the state to CPU memory,
 pickles and writes it, and copies the file to every other name it keeps: TAPT and CPT write
-HuBERT base's weights and optimizer state (~1.5 GB) as checkpoint_<epoch>_<updates>.pt and
+HuBERT base's weights and optimizer state (1.1 GB) as checkpoint_<epoch>_<updates>.pt and
 copy it to checkpoint_last.pt every 2,000 updates; fine-tuning writes its weights whenever
 validation improves. fairseq's own asynchronous mode (``write_checkpoints_asynchronously``)
 needs iopath, writes under the final name (a crash leaves a truncated file that looks whole)
