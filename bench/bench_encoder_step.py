@@ -12,14 +12,17 @@ fine-tuning: up to 64 padded utterances), drawn from IEMOCAP-like lengths, all d
 - warm: the same batches again, as in later epochs;
 - host: how long the Python calls took before waiting for the GPU (near "warm": the GPU waits
   for the CPU);
+- operators: operators called from Python or autograd in one step (each a dispatch on the
+  CPU's time, on a GPU about one kernel launch), the same count on any device;
 - Δ loss: the loss of the first batch with dropout off and fixed masks, against the current
   path's (exactness).
 
 Variants: current (as the tasks train today: fairseq_flea.hubert.fast_paths), cudnn-benchmark
 (cuDNN times its convolution algorithms per shape), cudnn-attention (PyTorch's cuDNN
 attention kernel allowed again), conv-pos-conv (fairseq's positional convolution instead of
-the FFT) and fairseq-time-masks (fairseq's per-utterance numpy mask draw instead of the
-device's).
+the FFT), fairseq-time-masks (fairseq's per-utterance numpy mask draw instead of the
+device's) and fairseq-attention (fairseq's attention forward, through PyTorch's general
+multi_head_attention_forward, instead of the direct one).
 
     python bench/bench_encoder_step.py --device cuda            # base size, bf16
     python bench/bench_encoder_step.py --device cpu             # tiny smoke test
@@ -37,6 +40,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.autograd import DeviceType
 from omegaconf import OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +157,23 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def operators_called(profile) -> int:
+    """Operators called from Python or autograd in a profiled step, not those an operator
+    calls itself: each costs the CPU a dispatch (on a GPU, about one launch)."""
+    def is_operator(event) -> bool:
+        return event.name.startswith("aten::") and event.device_type != DeviceType.CUDA
+
+    def nested(event) -> bool:
+        parent = event.cpu_parent
+        while parent is not None:
+            if is_operator(parent):
+                return True
+            parent = parent.cpu_parent
+        return False
+
+    return sum(1 for event in profile.events() if is_operator(event) and not nested(event))
+
+
 def run_variant(args) -> Dict:
     """Time one variant in this process; returns its measurements."""
     dtype = DTYPES[args.precision]
@@ -188,6 +209,8 @@ def run_variant(args) -> Dict:
         passes[name] = (sum(step_seconds), sum(host_seconds))
 
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    torch.manual_seed(0)
+    np.random.seed(0)  # fairseq's layer drop draws from numpy: the same layers run in every variant
     with torch.profiler.profile(activities=activities) as profile:
         training_loss(model, args.phase, batches[0]).backward()
         synchronize(args.device)
@@ -197,20 +220,21 @@ def run_variant(args) -> Dict:
         "variant": args.variant, "phase": args.phase, "steps": len(batches), "first_loss": first_loss,
         "cold_ms": 1000 * passes["cold"][0] / len(batches), "warm_ms": 1000 * passes["warm"][0] / len(batches),
         "host_ms": 1000 * passes["warm"][1] / len(batches), "audio_per_second": audio / passes["warm"][0],
-        "attention": attention,
+        "attention": attention, "operators": operators_called(profile),
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else None,
     }
 
 
 def format_table(results: Sequence[Dict], header: str) -> str:
-    lines = [header, "", "| phase | variant | cold ms/step | warm ms/step | host ms/step (warm) | audio s/s (warm) "
-             "| peak GPU memory (GiB) | attention kernel | Δ loss vs current (relative) |", "|" + "---|" * 9]
+    lines = [header, "", "| phase | variant | cold ms/step | warm ms/step | host ms/step (warm) | operators/step "
+             "| audio s/s (warm) | peak GPU memory (GiB) | attention kernel | Δ loss vs current (relative) |",
+             "|" + "---|" * 10]
     for result in results:
         reference = next(r for r in results if r["phase"] == result["phase"] and r["variant"] == "current")
         change = abs(result["first_loss"] - reference["first_loss"]) / max(abs(reference["first_loss"]), 1e-12)
         memory = f"{result['peak_gib']:.1f}" if result["peak_gib"] is not None else "-"
         lines.append(f"| {result['phase']} | {result['variant']} | {result['cold_ms']:.1f} | {result['warm_ms']:.1f} "
-                     f"| {result['host_ms']:.1f} | {result['audio_per_second']:.0f} | {memory} "
+                     f"| {result['host_ms']:.1f} | {result['operators']} | {result['audio_per_second']:.0f} | {memory} "
                      f"| {', '.join(result['attention']) or '-'} | {change:.1e} |")
     return "\n".join(lines) + "\n"
 

@@ -44,9 +44,10 @@ ATTENTION_OPS = {
 STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
 
 # Changes to today's training path, timed before one goes there (bench_encoder_step.py):
-# cudnn-benchmark is a candidate; cudnn-attention, conv-pos-conv and fairseq-time-masks put
-# back PyTorch's and fairseq's defaults that fast_paths replaced, to measure those choices again.
-CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fairseq-time-masks")
+# cudnn-benchmark is a candidate; cudnn-attention, conv-pos-conv, fairseq-time-masks and
+# fairseq-attention put back PyTorch's and fairseq's defaults that fast_paths replaced, to
+# measure those choices again.
+CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fairseq-time-masks", "fairseq-attention")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": []}
 
@@ -67,6 +68,10 @@ def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
             from fairseq_flea.hubert.time_masks import time_masks_by_fairseq
 
             time_masks_by_fairseq(model)
+        elif name == "fairseq-attention":  # fairseq's forward through multi_head_attention_forward
+            from fairseq_flea.hubert.fast_paths import self_attention_by_fairseq
+
+            self_attention_by_fairseq(model)
         else:
             raise ValueError(f"unknown candidate change {name!r}; known: {', '.join(CANDIDATE_CHANGES)}")
 

@@ -13,6 +13,8 @@ from omegaconf import OmegaConf
 from conftest import REPO_ROOT
 from fairseq_flea.hubert.fast_paths import (
     label_logits_by_matmul,
+    self_attention_by_fairseq,
+    self_attention_without_general_checks,
     positional_convs_by_convolution,
     positional_convs_by_fft,
     use_fast_encoder_paths,
@@ -114,6 +116,49 @@ def test_a_padded_batch_keeps_its_mask_and_its_outputs():
     assert seen and all(mask is not None and bool(mask.any()) for mask in seen)
     valid = ~frame_mask
     assert (features[valid] - reference[valid]).abs().max() < 1e-5
+
+
+def encoder_outputs_and_gradients(model: HubertModel, source, padding_mask, seed: int):
+    """Encoder features of ``source`` with dropout on (seeded), and every weight's gradient."""
+    torch.manual_seed(seed)
+    features, _ = model.extract_features(source, padding_mask=padding_mask, mask=False)
+    (features.float() * torch.linspace(-1, 1, features.shape[-1])).sum().backward()
+    gradients = {name: weight.grad.clone() for name, weight in model.named_parameters() if weight.grad is not None}
+    model.zero_grad()
+    return features.detach(), gradients
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("padded", [False, True])
+def test_self_attention_without_general_checks_is_fairseqs_bit_for_bit(dtype, padded):
+    """With dropout, in training and in evaluation: the same features and gradients."""
+    source = torch.randn(3, 24000).to(dtype)
+    padding_mask = torch.zeros(source.shape, dtype=torch.bool)
+    if padded:
+        padding_mask[1, 15000:] = True
+    fairseqs = tiny_hubert().to(dtype)
+    ours = tiny_hubert().to(dtype)
+    assert self_attention_without_general_checks(ours) == len(ours.encoder.layers) == 2
+    for training in (True, False):
+        for model in (fairseqs, ours):
+            model.train(training)
+            model.encoder.layerdrop = 0.0  # the same layers run in both
+        expected, expected_gradients = encoder_outputs_and_gradients(fairseqs, source, padding_mask, seed=3)
+        features, gradients = encoder_outputs_and_gradients(ours, source, padding_mask, seed=3)
+        assert torch.equal(features, expected), (training, padded)
+        assert gradients.keys() == expected_gradients.keys()
+        assert all(torch.equal(gradients[name], expected_gradients[name]) for name in gradients), (training, padded)
+    assert self_attention_by_fairseq(ours) == 2
+
+
+def test_self_attention_hands_other_calls_to_fairseq():
+    layer = MultiheadAttention(16, 4, self_attention=True)
+    self_attention_without_general_checks(layer)
+    x = torch.randn(5, 2, 16)
+    output, weights = layer(x, x, x, need_weights=True)  # fairseq's own path returns the weights
+    assert weights is not None and weights.shape == (2, 5, 5)
+    expected, _ = MultiheadAttention.forward(layer, x, x, x, need_weights=True)
+    assert torch.equal(output, expected)
 
 
 def positional_conv_outputs_and_gradients(by_fft: bool, dtype: torch.dtype):
