@@ -33,6 +33,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -200,6 +201,8 @@ def split_candidates(candidates: str) -> Tuple[List[str], List[str]]:
 def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_in: Path) -> Run:
     # Hydra's override grammar takes no "=" inside a value such as checkpoint.save_dir.
     run_dir = work / run.checkout.replace("=", "-") / run.precision / run.phase
+    # fairseq would resume from an earlier run's checkpoints in a reused --work-dir and train nothing.
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     times_path = run_dir / "times.json"
     changes, overrides = split_candidates(run.candidates)
