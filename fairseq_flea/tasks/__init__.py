@@ -1,9 +1,9 @@
 """What fairseq registers for data: tasks emotion_hubert_pretraining and emotion_classification,
-the classification dataset, checkpoints written in the background and the end of
-data-loading workers kept between epochs. Imports io, hubert and optim.
+the classification dataset, checkpoints written in the background, the end of data-loading
+workers kept between epochs, and the trainer's per-step seeding and mode switch made cheaper. Imports io, hubert and optim.
 """
 
 # checkpoint_writes before loader_workers: its exit handler must run after theirs (atexit runs
 # the last registered first), since it may end the process.
 from fairseq_flea.tasks import checkpoint_writes  # noqa: F401, I001
-from fairseq_flea.tasks import emotion_classification, emotion_hubert_pretraining, loader_workers  # noqa: F401
+from fairseq_flea.tasks import emotion_classification, emotion_hubert_pretraining, loader_workers, step_bookkeeping  # noqa: F401

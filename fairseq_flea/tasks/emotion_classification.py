@@ -13,6 +13,7 @@ from omegaconf import II, MISSING
 
 from fairseq_flea.optim.master_weights import ForeachMasterWeightsTask
 from fairseq_flea.tasks.classification_data import class_names, load_classification_split, load_label_dictionary
+from fairseq_flea.tasks.step_bookkeeping import switch_train_mode_only_when_changed
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class EmotionClassificationTask(ForeachMasterWeightsTask, FairseqTask):
     @classmethod
     def setup_task(cls, cfg: EmotionClassificationConfig, **kwargs) -> "EmotionClassificationTask":
         return cls(cfg)
+
+    def build_model(self, cfg, from_checkpoint: bool = False):
+        return switch_train_mode_only_when_changed(super().build_model(cfg, from_checkpoint))
 
     def load_target_dictionary(self) -> Dictionary:
         return load_label_dictionary(os.path.join(self.cfg.data, f"dict.{self.cfg.labels}.txt"))

@@ -28,6 +28,7 @@ from fairseq_flea.hubert.init_from import (
 )
 from fairseq_flea.io.manifest import check_frame_labels, read_manifest
 from fairseq_flea.optim.master_weights import ForeachMasterWeightsTask
+from fairseq_flea.tasks.step_bookkeeping import switch_train_mode_only_when_changed
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
         # A model restored from one of our own checkpoints already has its weights and
         # architecture; init_from only seeds a new training run.
         if self.cfg.init_from is None or from_checkpoint:
-            return use_fast_training_paths(super().build_model(cfg, from_checkpoint))
+            model = use_fast_training_paths(super().build_model(cfg, from_checkpoint))
+            return switch_train_mode_only_when_changed(model)
 
         source_path = self.cfg.init_from
         state = load_checkpoint_state(source_path)
@@ -122,4 +124,4 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
             f"{self.cfg.label_embeddings})"
         )
         logger.info(f"init_from {source_path}: {transfer.summary()}")
-        return use_fast_training_paths(model)
+        return switch_train_mode_only_when_changed(use_fast_training_paths(model))
