@@ -1,0 +1,48 @@
+"""Checkpoints are read memory-mapped (fairseq_flea.hubert.checkpoints.read_checkpoint_file)
+into what fairseq's own loader gives, whatever torch format they were saved in."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from fairseq import checkpoint_utils
+
+from conftest import REPO_ROOT, assert_succeeded
+from fairseq_flea.hubert.checkpoints import read_checkpoint_file
+
+
+def tensors(state, prefix=""):
+    if isinstance(state, dict):
+        return {name: tensor for key, value in state.items() for name, tensor in tensors(value, f"{prefix}/{key}").items()}
+    if isinstance(state, (list, tuple)):
+        return {name: tensor for index, value in enumerate(state) for name, tensor in tensors(value, f"{prefix}/{index}").items()}
+    return {prefix: state} if torch.is_tensor(state) else {}
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["torch-zip", "legacy"])
+def test_a_checkpoint_reads_as_fairseqs_loader_reads_it(scratch_run, tmp_path, zip_format):
+    path = tmp_path / "checkpoint_last.pt"  # a training checkpoint: weights and optimizer state
+    torch.save(torch.load(scratch_run[0], weights_only=False), path, _use_new_zipfile_serialization=zip_format)
+    ours, fairseqs = read_checkpoint_file(str(path)), checkpoint_utils.load_checkpoint_to_cpu(str(path))
+    assert ours.keys() == fairseqs.keys()
+    assert type(ours["cfg"]) is type(fairseqs["cfg"]) and ours["cfg"] == fairseqs["cfg"]
+    assert ours["optimizer_history"] == fairseqs["optimizer_history"]
+    our_tensors, fairseq_tensors = tensors(ours), tensors(fairseqs)
+    assert our_tensors.keys() == fairseq_tensors.keys() and any("last_optimizer_state" in k for k in our_tensors)
+    assert all(torch.equal(our_tensors[name], tensor) for name, tensor in fairseq_tensors.items())
+
+
+def test_changing_a_read_tensor_leaves_the_file_as_it_was(scratch_run):
+    state = read_checkpoint_file(str(scratch_run[0]))
+    name, weight = next(iter(state["model"].items()))
+    original = weight.clone()
+    weight.add_(1.0)
+    assert torch.equal(read_checkpoint_file(str(scratch_run[0]))["model"][name], original)
+
+
+def test_the_bench_loads_both_ways():
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_checkpoint_load.py"), "--size", "tiny",
+                             "--repeats", "2"], capture_output=True, text=True, timeout=300)
+    assert_succeeded(result)
+    assert "the same weights" in result.stdout and result.stdout.count("| ") >= 3, result.stdout
