@@ -47,10 +47,8 @@ def read_checkpoint_file(path: str) -> Dict[str, Any]:
 
     try:
         state = torch.load(path, map_location="cpu", mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):
-            raise
-        state = torch.load(path, map_location="cpu")  # saved in torch's legacy (pre-1.6) format
+    except (RuntimeError, OSError):  # saved in torch's legacy (pre-1.6) format, or cannot be mapped
+        state = torch.load(path, map_location="cpu")
     if isinstance(state, dict) and state.get("cfg") is not None:
         state["cfg"] = OmegaConf.create(state["cfg"], flags={"allow_objects": True})  # as fairseq's (omegaconf >= 2.2)
     return checkpoint_utils._upgrade_state_dict(state) if isinstance(state, dict) else state
