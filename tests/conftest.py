@@ -62,6 +62,19 @@ def train_log_records(output: str, tag: str = "train_inner") -> List[Dict[str, f
     return records
 
 
+def checkpoint_tensors(state, prefix: str = "") -> Dict[str, object]:
+    """Every tensor of a checkpoint by its path in the nested state."""
+    import torch  # here, not at the top: the tests of tools that never import torch stay without it
+
+    if isinstance(state, dict):
+        return {name: tensor for key, value in state.items()
+                for name, tensor in checkpoint_tensors(value, f"{prefix}/{key}").items()}
+    if isinstance(state, (list, tuple)):
+        return {name: tensor for index, value in enumerate(state)
+                for name, tensor in checkpoint_tensors(value, f"{prefix}/{index}").items()}
+    return {prefix: state} if torch.is_tensor(state) else {}
+
+
 def assert_succeeded(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 

@@ -8,16 +8,8 @@ import pytest
 import torch
 from fairseq import checkpoint_utils
 
-from conftest import REPO_ROOT, assert_succeeded
+from conftest import REPO_ROOT, assert_succeeded, checkpoint_tensors
 from fairseq_flea.hubert.checkpoints import read_checkpoint_file
-
-
-def tensors(state, prefix=""):
-    if isinstance(state, dict):
-        return {name: tensor for key, value in state.items() for name, tensor in tensors(value, f"{prefix}/{key}").items()}
-    if isinstance(state, (list, tuple)):
-        return {name: tensor for index, value in enumerate(state) for name, tensor in tensors(value, f"{prefix}/{index}").items()}
-    return {prefix: state} if torch.is_tensor(state) else {}
 
 
 @pytest.mark.parametrize("zip_format", [True, False], ids=["torch-zip", "legacy"])
@@ -28,7 +20,7 @@ def test_a_checkpoint_reads_as_fairseqs_loader_reads_it(scratch_run, tmp_path, z
     assert ours.keys() == fairseqs.keys()
     assert type(ours["cfg"]) is type(fairseqs["cfg"]) and ours["cfg"] == fairseqs["cfg"]
     assert ours["optimizer_history"] == fairseqs["optimizer_history"]
-    our_tensors, fairseq_tensors = tensors(ours), tensors(fairseqs)
+    our_tensors, fairseq_tensors = checkpoint_tensors(ours), checkpoint_tensors(fairseqs)
     assert our_tensors.keys() == fairseq_tensors.keys() and any("last_optimizer_state" in k for k in our_tensors)
     assert all(torch.equal(our_tensors[name], tensor) for name, tensor in fairseq_tensors.items())
 

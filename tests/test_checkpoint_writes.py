@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fairseq_flea  # noqa: F401  (registers the tasks; lets torch load fairseq checkpoints)
-from conftest import PRETRAIN_CONFIG_DIR, assert_succeeded, run_hydra_train
+from conftest import PRETRAIN_CONFIG_DIR, assert_succeeded, checkpoint_tensors, run_hydra_train
 from fairseq_flea.tasks.checkpoint_writes import copy_to_cpu
 
 # Saves after updates 2 and 4 (checkpoint_1_<updates>.pt, copied to checkpoint_best.pt and
@@ -24,15 +24,6 @@ def tapt_tiny(tone_corpus, scratch_run, save_dir, *overrides):
         f"task.data={tone_corpus / 'data'}", f"task.label_dir={tone_corpus / 'labels11'}", "task.labels=[km]",
         f"task.init_from={scratch_run[0]}", f"checkpoint.save_dir={save_dir}", *SAVES, *overrides,
     ])
-
-
-def tensors(state, prefix=""):
-    """Every tensor of a checkpoint by its path in the nested state."""
-    if isinstance(state, dict):
-        return {name: tensor for key, value in state.items() for name, tensor in tensors(value, f"{prefix}/{key}").items()}
-    if isinstance(state, (list, tuple)):
-        return {name: tensor for index, value in enumerate(state) for name, tensor in tensors(value, f"{prefix}/{index}").items()}
-    return {prefix: state} if torch.is_tensor(state) else {}
 
 
 def checkpoint_files(save_dir):
@@ -60,7 +51,7 @@ def test_background_writes_give_the_checkpoints_fairseq_writes(tone_corpus, scra
     assert os.stat(fairseqs / "checkpoint_best.pt").st_ino != os.stat(fairseqs / "checkpoint_last.pt").st_ino
     for name in ("checkpoint_1_4.pt", "checkpoint_last.pt"):
         written, reference = (torch.load(run / name, map_location="cpu", weights_only=False) for run in (ours, fairseqs))
-        written_tensors, reference_tensors = tensors(written), tensors(reference)
+        written_tensors, reference_tensors = checkpoint_tensors(written), checkpoint_tensors(reference)
         # Weights, optimizer state (fp32 master weights, moments, steps) and loss-scale state.
         assert written_tensors.keys() == reference_tensors.keys() and len(written_tensors) > 50
         for path, tensor in reference_tensors.items():
