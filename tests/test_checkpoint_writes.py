@@ -81,7 +81,7 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_run_in_one_line(tone_corp
     save_dir = tmp_path / "run"
     # checkpoint_best.pt cannot be put in place: a directory holds its temporary name. The
     # save after update 2 fails in the background; with 2 updates it was the run's last.
-    (save_dir / "checkpoint_best.pt.tmp").mkdir(parents=True)
+    (save_dir / "checkpoint_best.pt.partial").mkdir(parents=True)
     result = tapt_tiny(tone_corpus, scratch_run, save_dir, f"optimization.max_update={updates}")
     assert result.returncode != 0, reported_by
     errors = [line for line in result.stderr.splitlines() if "checkpoint not written" in line]

@@ -32,11 +32,11 @@ import torch
 from fairseq import checkpoint_utils, utils
 from fairseq.file_io import PathManager
 
+from fairseq_flea.io.atomic_files import atomic_outputs
 from fairseq_flea.io.errors import FleaInputError
 
 logger = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = ".tmp"  # fairseq's own for its atomic saves
 # The writer yields the CPU to training's threads where both need it.
 WRITER_NICENESS = 10
 
@@ -55,10 +55,9 @@ def copy_to_cpu(sample):
 
 def write_checkpoint_file(state, path: str) -> None:
     """``torch.save`` under a temporary name, renamed to ``path`` when complete."""
-    partial_path = path + PARTIAL_SUFFIX
     try:
-        torch.save(state, partial_path)
-        os.replace(partial_path, path)
+        with atomic_outputs(path) as (partial_path,):
+            torch.save(state, partial_path)
     except (OSError, RuntimeError) as error:  # torch's file writer raises RuntimeError
         raise FleaInputError(f"{path}: checkpoint not written ({getattr(error, 'strerror', None) or error})") from None
 
@@ -66,15 +65,14 @@ def write_checkpoint_file(state, path: str) -> None:
 def link_checkpoint_file(source: str, path: str) -> None:
     """``path`` as another name of the written ``source`` (a hard link, else a copy), put in
     place in one rename."""
-    partial_path = path + PARTIAL_SUFFIX
     try:
-        if os.path.lexists(partial_path):
-            os.remove(partial_path)
-        try:
-            os.link(source, partial_path)
-        except OSError:  # no hard links here (some network and FUSE filesystems)
-            shutil.copyfile(source, partial_path)
-        os.replace(partial_path, path)
+        with atomic_outputs(path) as (partial_path,):
+            if os.path.lexists(partial_path):  # left by a killed run: os.link does not replace
+                os.remove(partial_path)
+            try:
+                os.link(source, partial_path)
+            except OSError:  # no hard links here (some network and FUSE filesystems)
+                shutil.copyfile(source, partial_path)
     except OSError as error:
         raise FleaInputError(f"{path}: checkpoint not written as a copy of {source} ({error.strerror or error})") from None
 
