@@ -98,10 +98,13 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
         # A model restored from one of our own checkpoints already has its weights and
         # architecture; init_from only seeds a new training run.
         if self.cfg.init_from is None or from_checkpoint:
-            model = use_fast_training_paths(super().build_model(cfg, from_checkpoint))
-            return switch_train_mode_only_when_changed(model)
+            model = super().build_model(cfg, from_checkpoint)
+        else:
+            model = self.build_model_from(self.cfg.init_from, cfg)
+        return switch_train_mode_only_when_changed(use_fast_training_paths(model))
 
-        source_path = self.cfg.init_from
+    def build_model_from(self, source_path: str, cfg):
+        """fairseq's HuBERT with the architecture and weights of the checkpoint at ``source_path``."""
         state = load_checkpoint_state(source_path)
         source_model_cfg = hubert_model_config(state, source_path)
         check_normalize_matches(source_path, state["cfg"], self.cfg.normalize)
@@ -109,7 +112,7 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
         changed = take_architecture(cfg, source_model_cfg)
         if changed:
             logger.info(f"architecture from {source_path}: {', '.join(changed)}")
-        model = super().build_model(cfg, from_checkpoint)
+        model = super().build_model(cfg)
 
         same_labels, reason = same_labels_as_checkpoint(state, self.dictionaries)
         reuse = {"auto": same_labels, "load": True, "reset": False}[self.cfg.label_embeddings]
@@ -124,4 +127,4 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
             f"{self.cfg.label_embeddings})"
         )
         logger.info(f"init_from {source_path}: {transfer.summary()}")
-        return switch_train_mode_only_when_changed(use_fast_training_paths(model))
+        return model
