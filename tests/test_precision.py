@@ -150,6 +150,8 @@ def test_loader_workers_are_kept_between_epochs_and_end_with_training(emotion_co
             pass
         workers.append(sorted(child.pid for child in multiprocessing.active_children()))
     assert len(workers[0]) == 2 and workers[1] == workers[0]
-    assert end_persistent_loader_workers() == 1
+    ended = end_persistent_loader_workers()
+    assert (ended.loaders, ended.workers, ended.stopped_by_signal) == (1, 2, 0)  # both finished when asked
     assert not multiprocessing.active_children()
-    assert end_persistent_loader_workers() == 0
+    assert end_persistent_loader_workers().loaders == 0
+

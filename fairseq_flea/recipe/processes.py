@@ -82,9 +82,9 @@ def hydra_train(config_dir: str, config_name: str, overrides: Sequence[str], log
         # loader workers and finish the checkpoint writes here, as fairseq-hydra-train's own
         # exit would.
         from fairseq_flea.tasks.checkpoint_writes import wait_for_checkpoint_writes
-        from fairseq_flea.tasks.loader_workers import end_persistent_loader_workers
+        from fairseq_flea.tasks.loader_workers import end_persistent_loader_workers, log_ended
 
-        end_persistent_loader_workers()
+        log_ended(end_persistent_loader_workers())
         wait_for_checkpoint_writes()  # a checkpoint that could not be written: FleaInputError
     if failed:
         with open(log_path) as log:
