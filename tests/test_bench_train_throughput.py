@@ -48,3 +48,19 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     kept = re.search(r"keep ([\d.]+) % of an IEMOCAP-like fold's audio", table.read_text())
     assert kept and 50 < float(kept.group(1)) < 100
     assert (tmp_path / "work" / REPO_ROOT.name / "bf16" / "pretraining" / "profile.txt").stat().st_size > 0
+
+
+def test_rates_are_taken_after_the_first_epoch_where_every_batch_shape_was_seen():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from bench_train_throughput import STEADY_AT_LEAST, steady_steps
+
+    def steps(count: int, start: float, seconds: float) -> list:
+        return [{"start": start + i, "end": start + i + seconds, "audio_seconds": 10.0} for i in range(count)]
+
+    first, later = steps(4, 0.0, 0.5), steps(STEADY_AT_LEAST, 10.0, 0.05)
+    record = {"steps": first + later, "epochs": [{"end": 4.0}, {"end": 30.0}]}
+    assert steady_steps(record) == (later, first)
+    # Too few steps after the first epoch: from the step after the warm-up on, first epoch included.
+    record = {"steps": first + later[:3], "epochs": [{"end": 4.0}, {"end": 30.0}]}
+    steady, first_epoch = steady_steps(record)
+    assert steady == (first + later[:3])[3:] and first_epoch == []

@@ -13,6 +13,7 @@ from omegaconf import II, MISSING
 
 from fairseq_flea.optim.master_weights import ForeachMasterWeightsTask
 from fairseq_flea.tasks.classification_data import class_names, load_classification_split, load_label_dictionary
+from fairseq_flea.tasks.dummy_batches import read_by_loader_only_in_one_process
 from fairseq_flea.tasks.step_bookkeeping import switch_train_mode_only_when_changed
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ class EmotionClassificationConfig(FairseqDataclass):
     background_checkpoint_writes: bool = field(
         default=True,
         metadata={"help": "write checkpoints on a thread while training goes on (fairseq_flea.tasks.checkpoint_writes)"},
+    )
+    read_dummy_batch: bool = field(
+        default=False,
+        metadata={"help": "read the first batch again before each epoch and validation, as fairseq does, as the "
+                  "stand-in for a rank's missing batches; off: a run of one process takes the first batch a "
+                  "step prepares (fairseq_flea.tasks.dummy_batches)"},
     )
 
 
@@ -84,6 +91,8 @@ class EmotionClassificationTask(ForeachMasterWeightsTask, FairseqTask):
             self.cfg.normalize,
             self.cfg.max_sample_size if is_training else None,
         )
+        if not self.cfg.read_dummy_batch:
+            read_by_loader_only_in_one_process(self.datasets[split])
         logger.info(f"{split}: {len(self.datasets[split])} utterances, classes {self.class_names}")
 
     def max_positions(self) -> Tuple[int, int]:

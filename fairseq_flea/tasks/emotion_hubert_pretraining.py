@@ -28,6 +28,7 @@ from fairseq_flea.hubert.init_from import (
 )
 from fairseq_flea.io.manifest import check_frame_labels, read_manifest
 from fairseq_flea.optim.master_weights import ForeachMasterWeightsTask
+from fairseq_flea.tasks.dummy_batches import read_by_loader_only_in_one_process
 from fairseq_flea.tasks.step_bookkeeping import switch_train_mode_only_when_changed
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,12 @@ class EmotionHubertPretrainingConfig(HubertPretrainingConfig):
         default=True,
         metadata={"help": "write checkpoints on a thread while training goes on (fairseq_flea.tasks.checkpoint_writes)"},
     )
+    read_dummy_batch: bool = field(
+        default=False,
+        metadata={"help": "read the first batch again before each epoch and validation, as fairseq does, as the "
+                  "stand-in for a rank's missing batches; off: a run of one process takes the first batch a "
+                  "step prepares (fairseq_flea.tasks.dummy_batches)"},
+    )
 
 
 @register_task("emotion_hubert_pretraining", dataclass=EmotionHubertPretrainingConfig)
@@ -93,6 +100,8 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
                     known_symbols=dictionary.indices,
                 )
         super().load_dataset(split, **kwargs)
+        if not self.cfg.read_dummy_batch:
+            read_by_loader_only_in_one_process(self.datasets[split])
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         # A model restored from one of our own checkpoints already has its weights and
