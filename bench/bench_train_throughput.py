@@ -3,14 +3,17 @@
 ser_attention fine-tuning through fairseq-hydra-train with the shipped configs, on generated
 audio with IEMOCAP-like lengths, from a HuBERT-base-size (or tiny) stand-in checkpoint.
 
-For each run it prints updates/s and seconds of audio per second (steady state, after
-warm-up, waits for data included), model FLOP utilisation (FLOPs of one step counted with
-torch.utils.flop_counter, against the GPU's dense bf16/fp16 peak), peak GPU memory, the
-attention kernel that ran, how busy the GPU was inside a step, and the time outside the
-training steps: start-up, validation, checkpoint writes (the time training waits for them:
-with task.background_checkpoint_writes, the copy to CPU memory; the last save's write, still
-going on when training ends, counts in exit), waiting between steps, exit. The last column projects that share to a full-length run on one IEMOCAP fold (20,000 updates of
-pretraining; 40 epochs of fine-tuning) from the measured parts and the config's intervals.
+For each run it prints updates/s and seconds of audio per second (steady state: after the
+first epoch, where every batch shape was seen before; waits for data included), model FLOP
+utilisation (FLOPs of one step counted with torch.utils.flop_counter, against the GPU's dense
+bf16/fp16 peak), peak GPU memory, the attention kernel that ran, how busy the GPU was inside
+a step, and the time outside the steady steps: start-up, the first epoch's extra time for
+batch shapes new to the GPU ("new shapes"), validation, checkpoint writes (the time training
+waits for them: with task.background_checkpoint_writes, the copy to CPU memory; the last
+save's write, still going on when training ends, counts in exit), waiting between steps,
+exit. The last column projects that share to a full-length run on one IEMOCAP fold (20,000
+updates of pretraining; 40 epochs of fine-tuning) from the measured parts and the config's
+intervals.
 
 --checkouts runs other copies of the project the same way (e.g. the commit before a change,
 from `git worktree add`), so before and after are measured in one run on one machine.
@@ -74,11 +77,15 @@ FULL_FINETUNING_EPOCHS = 40
 # Dense bf16/fp16 tensor-core peak from NVIDIA's data sheets, TFLOP/s, by device name.
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
                ("A100", 312.0), ("L40S", 362.0), ("A10", 125.0), ("L4", 121.0)]
-# Steps 1-3 warm up; step 4's FLOPs are counted; rates are taken from step 5 on, leaving out
-# the profiled step, one of the last: batches come from the length-sorted utterance list, so
-# every epoch has the same shapes, and by then the step's shape was seen an epoch before, as
-# in most of a long run (per-shape caches such as cuDNN's are warm).
+# Steps 1-3 warm up; step 4's FLOPs are counted; one of the last steps is profiled. Batches
+# come from the length-sorted utterance list, so every epoch has the same batch shapes, and
+# a step whose shape is new is slower (kernel selection, the allocator's growth: 0.17-0.5 s
+# against 56 ms for base TAPT on an H200). A full run sees each shape once in ~90 epochs of
+# TAPT, 40 of fine-tuning, so the rates are taken after the first epoch, as in most of a long
+# run, and the first epoch's extra time is a fixed cost ("new shapes"). A run of one epoch
+# (or too few steps after it) takes its rates from step 5 on.
 WARM_UP, COUNT_AT, PROFILE_BEFORE_END = 3, 4, 5
+STEADY_AT_LEAST = 10  # steps after the first epoch for rates taken there
 
 
 def profile_step(updates: int) -> int:
@@ -256,6 +263,7 @@ class Summary:
     attention: str
     startup: float
     in_steps: float
+    new_shapes: float
     validation: float
     validations: int
     saving: float
@@ -284,6 +292,23 @@ def gaps_between_steps(record: dict) -> Tuple[List[float], List[float]]:
     return within, across
 
 
+def steady_steps(record: dict) -> Tuple[List[dict], List[dict]]:
+    """The steps the rates are taken from (after the first epoch, where every batch shape was
+    seen before; else from step WARM_UP + 1 on), and the first epoch's steps (none when the
+    rates include them); steps with FLOPs counted or profiled are left out of the rates."""
+    steps, epochs = record["steps"], record["epochs"]
+
+    def plain(step: dict) -> bool:
+        return "flops" not in step and "profile" not in step
+
+    if len(epochs) > 1:
+        first_epoch_end = epochs[0]["end"]
+        later = [s for s in steps if s["start"] > first_epoch_end and plain(s)]
+        if len(later) >= STEADY_AT_LEAST:
+            return later, [s for s in steps if s["start"] <= first_epoch_end]
+    return [s for number, s in enumerate(steps, 1) if number > WARM_UP and plain(s)], []
+
+
 def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary:
     record = run.record
     steps = record["steps"]
@@ -291,7 +316,7 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
         return "flops" in step or "profile" in step
 
     special = [s for s in steps if instrumented(s)]
-    steady = [s for number, s in enumerate(steps, 1) if number > WARM_UP and not instrumented(s)]
+    steady, first_epoch = steady_steps(record)
     window_start, window_end = steady[0]["start"], steady[-1]["end"]
     interruptions = [*record["validations"], *record["saves"],
                      *[[s["start"], s["end"]] for s in special]]
@@ -304,6 +329,7 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
            if peak and flops_per_audio_second and run.precision != "fp32" else None)
     profiled = next((s for s in steps if "profile" in s), {}).get("profile", {})
     mean_step = sum(s["end"] - s["start"] for s in steady) / len(steady)
+    new_shapes = max(0.0, sum(s["end"] - s["start"] - mean_step for s in first_epoch if not instrumented(s)))
     busy = profiled.get("busy_seconds")
 
     in_steps = sum(s["end"] - s["start"] for s in steps)
@@ -339,15 +365,16 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
     # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
     # run over few utterances has far more epoch ends per update than a full one.
     full_waiting = sum(statistics.mean(part) * count for part, count in zip(gaps, (full_updates, full_epochs)) if part)
+    # A fold has `scale` times as many batches per epoch, each a shape of its own.
     full_fixed = (startup + exit_seconds + full_validations * per_validation + full_saves * per_save
-                  + full_waiting)
+                  + full_waiting + new_shapes * scale)
     full_steps = full_updates * mean_step
     return Summary(
         updates_per_second=updates_per_second, audio_per_second=audio_per_second,
         flops_per_audio_second=flops_per_audio_second, mfu=mfu,
         kernel_seconds=busy, busy_in_step=busy / mean_step if busy is not None else None,
         attention=", ".join(profiled.get("attention", [])) or "-",
-        startup=startup, in_steps=in_steps, validation=validation, validations=len(record["validations"]),
+        startup=startup, in_steps=in_steps, new_shapes=new_shapes, validation=validation, validations=len(record["validations"]),
         saving=saving, saves=len(record["saves"]), waiting=waiting, exit=exit_seconds,
         outside_share=outside / wall, projected_outside_share=full_fixed / (full_fixed + full_steps),
         parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
@@ -365,6 +392,7 @@ def format_row(run: Run, summary: Summary) -> str:
         f"{summary.audio_per_second:.0f} | {number(summary.flops_per_audio_second, '.3g', 1e-9)} | "
         f"{number(summary.mfu, '.1f', 100)} | {number(memory, '.1f')} | {summary.attention} | "
         f"{number(summary.busy_in_step, '.0f', 100)} | {summary.startup:.1f} | {summary.in_steps:.1f} | "
+        f"{summary.new_shapes:.1f} | "
         f"{summary.validation:.1f} ({summary.validations}) | {summary.saving:.1f} ({summary.saves}) | "
         f"{summary.waiting:.1f} | {summary.exit:.1f} | {100 * summary.outside_share:.0f} | "
         f"{100 * summary.projected_outside_share:.1f} |"
@@ -373,9 +401,10 @@ def format_row(run: Run, summary: Summary) -> str:
 
 TABLE_HEADER = (
     "| checkout | precision | phase | updates/s | audio s/s | GFLOP per audio s | MFU % | peak GPU memory (GiB) "
-    "| attention kernel | GPU busy in step % | start-up (s) | in steps (s) | validation (s, n) | saving (s, n) "
+    "| attention kernel | GPU busy in step % | start-up (s) | in steps (s) | new shapes (s) | validation (s, n) "
+    "| saving (s, n) "
     "| waiting (s) | exit (s) | outside steps % | outside steps %, full fold run (projected) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
