@@ -21,8 +21,10 @@ Variants: current (as the tasks train today: fairseq_flea.hubert.fast_paths), cu
 (cuDNN times its convolution algorithms per shape), cudnn-attention (PyTorch's cuDNN
 attention kernel allowed again), conv-pos-conv (fairseq's positional convolution instead of
 the FFT), fairseq-time-masks (fairseq's per-utterance numpy mask draw instead of the
-device's) and fairseq-attention (fairseq's attention forward, through PyTorch's general
-multi_head_attention_forward, instead of the direct one).
+device's), fairseq-attention (fairseq's attention forward, through PyTorch's general
+multi_head_attention_forward, instead of the direct one) and compiled-layers (each
+transformer layer through torch.compile: fused kernels, to rounding; its first pass
+includes the compiling).
 
     python bench/bench_encoder_step.py --device cuda            # base size, bf16
     python bench/bench_encoder_step.py --device cpu             # tiny smoke test

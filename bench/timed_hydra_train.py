@@ -47,7 +47,8 @@ STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimi
 # cudnn-benchmark is a candidate; cudnn-attention, conv-pos-conv, fairseq-time-masks and
 # fairseq-attention put back PyTorch's and fairseq's defaults that fast_paths replaced, to
 # measure those choices again.
-CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fairseq-time-masks", "fairseq-attention")
+CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fairseq-time-masks", "fairseq-attention",
+                     "compiled-layers")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": []}
 
@@ -72,6 +73,10 @@ def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
             from fairseq_flea.hubert.fast_paths import self_attention_by_fairseq
 
             self_attention_by_fairseq(model)
+        elif name == "compiled-layers":  # torch.compile of each transformer layer: fused kernels
+            from fairseq_flea.hubert.fast_paths import compiled_encoder_layers
+
+            compiled_encoder_layers(model)
         else:
             raise ValueError(f"unknown candidate change {name!r}; known: {', '.join(CANDIDATE_CHANGES)}")
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT
 from fairseq_flea.hubert.fast_paths import (
+    compiled_encoder_layers,
     label_logits_by_matmul,
     self_attention_by_fairseq,
     self_attention_without_general_checks,
@@ -230,3 +231,26 @@ def test_fairseqs_adam_settings_give_the_same_update_through_the_fused_adamw():
     # The same steps up to rounding (and where eps sits against the bias correction).
     assert (weights[0] - weights[1]).abs().max() < 1e-3 * (weights[0] - start).abs().max()
     assert isinstance(optimizer.optimizer, torch.optim.AdamW) and optimizer.optimizer.defaults["fused"]
+
+
+def test_compiled_encoder_layers_give_the_same_features_and_gradients_to_rounding():
+    """The candidate ``compiled-layers`` (the benches' --candidates, not a default): each
+    layer through torch.compile, in bf16 as training runs, padded and unpadded batches."""
+    eager = use_fast_training_paths(tiny_hubert()).to(torch.bfloat16)
+    compiled = use_fast_training_paths(tiny_hubert()).to(torch.bfloat16)
+    assert compiled_encoder_layers(compiled) == 2
+    for model in (eager, compiled):
+        model.encoder.layerdrop = 0.0
+    for padded in (False, True):
+        source = torch.randn(2, 24000).to(torch.bfloat16)
+        padding_mask = torch.zeros(source.shape, dtype=torch.bool)
+        padding_mask[1, 15000:] = padded
+        expected, expected_gradients = encoder_outputs_and_gradients(eager, source, padding_mask, seed=3)
+        features, gradients = encoder_outputs_and_gradients(compiled, source, padding_mask, seed=3)
+        scale = expected.float().abs().max()
+        assert (features.float() - expected.float()).abs().max() <= 0.05 * scale, padded
+        assert gradients.keys() == expected_gradients.keys()
+        # All weights' gradients together: some are rounding noise around zero (the key bias's).
+        flat, expected_flat = (torch.cat([g[name].float().flatten() for name in sorted(g)])
+                               for g in (gradients, expected_gradients))
+        assert (flat - expected_flat).norm() <= 0.05 * expected_flat.norm(), padded

@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fairseq.models.hubert import HubertModel
+from fairseq.models.wav2vec.wav2vec2 import TransformerSentenceEncoderLayer
 from fairseq.modules import MultiheadAttention
 
 from fairseq_flea.hubert.time_masks import time_masks_on_device
@@ -245,6 +246,22 @@ def attention_without_cudnn() -> None:
     Process-wide, as PyTorch's backend switches are; a model-local choice would need a
     context manager around every forward call."""
     torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def compiled_encoder_layers(model: nn.Module) -> int:
+    """Compile each transformer layer's forward (``torch.compile``, dynamic shapes: every
+    batch has a length of its own), so that a step launches fused kernels instead of one per
+    operator; returns how many layers. A candidate, not a default: fused arithmetic rounds
+    differently, dropout draws differently, and each process compiles first."""
+    layers = [module for module in model.modules() if isinstance(module, TransformerSentenceEncoderLayer)]
+    for layer in layers:
+        for module in layer.modules():
+            # The empty-mask check reads its answer from the device once per batch; traced, it
+            # would split the graph and recompile for each new mask.
+            for key, hook in module._forward_pre_hooks.items():
+                module._forward_pre_hooks[key] = torch.compiler.disable(hook)
+        layer.compile(dynamic=True)
+    return len(layers)
 
 
 def use_fast_encoder_paths(model: nn.Module) -> nn.Module:
