@@ -17,7 +17,6 @@ empty (a validation set of fewer batches than GPUs) needs a stand-in read before
 """
 
 import torch
-
 from fairseq.data.audio.hubert_dataset import HubertDataset
 
 from fairseq_flea.tasks.classification_data import EmotionClassificationDataset
