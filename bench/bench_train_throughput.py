@@ -292,29 +292,27 @@ def gaps_between_steps(record: dict) -> Tuple[List[float], List[float]]:
     return within, across
 
 
+def instrumented(step: dict) -> bool:
+    """FLOPs counted or profiled: slower, left out of the rates."""
+    return "flops" in step or "profile" in step
+
+
 def steady_steps(record: dict) -> Tuple[List[dict], List[dict]]:
     """The steps the rates are taken from (after the first epoch, where every batch shape was
     seen before; else from step WARM_UP + 1 on), and the first epoch's steps (none when the
     rates include them); steps with FLOPs counted or profiled are left out of the rates."""
     steps, epochs = record["steps"], record["epochs"]
-
-    def plain(step: dict) -> bool:
-        return "flops" not in step and "profile" not in step
-
     if len(epochs) > 1:
         first_epoch_end = epochs[0]["end"]
-        later = [s for s in steps if s["start"] > first_epoch_end and plain(s)]
+        later = [s for s in steps if s["start"] > first_epoch_end and not instrumented(s)]
         if len(later) >= STEADY_AT_LEAST:
             return later, [s for s in steps if s["start"] <= first_epoch_end]
-    return [s for number, s in enumerate(steps, 1) if number > WARM_UP and plain(s)], []
+    return [s for number, s in enumerate(steps, 1) if number > WARM_UP and not instrumented(s)], []
 
 
 def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary:
     record = run.record
     steps = record["steps"]
-    def instrumented(step: dict) -> bool:  # FLOPs counted or profiled: slower, left out of the rates
-        return "flops" in step or "profile" in step
-
     special = [s for s in steps if instrumented(s)]
     steady, first_epoch = steady_steps(record)
     window_start, window_end = steady[0]["start"], steady[-1]["end"]
