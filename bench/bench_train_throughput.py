@@ -44,7 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import soundfile as sf
@@ -58,6 +58,7 @@ from fairseq.models.hubert import HubertConfig  # noqa: E402
 
 from fairseq_flea.hubert.conversion import save_fairseq_checkpoint  # noqa: E402
 from fairseq_flea.hubert.encoder import build_hubert_encoder  # noqa: E402
+from fairseq_flea.io.manifest import read_manifest  # noqa: E402
 from fairseq_flea.recipe.flea_recipe import PRECISION_OVERRIDES  # noqa: E402
 
 SAMPLE_RATE = 16000
@@ -68,7 +69,9 @@ CLASSES = ["ang", "hap", "neu", "sad"]
 # tapt_tiny's batch).
 MEDIAN_SECONDS, LOG_SPREAD, SHORTEST, LONGEST = 3.6, 0.6, 0.6, 20.0
 # One IEMOCAP fold (5531 utterances, 5 sessions): 4 sessions train, 5 % of them validate
-# pretraining; one speaker of the held-out session validates fine-tuning.
+# pretraining; one speaker of the held-out session validates fine-tuning. A validation's time
+# is projected to a fold's by the samples it computes on (validation_samples): the bench's few
+# validation utterances make batches padded (fine-tuning) far more than a fold's.
 FOLD_TRAIN_UTTERANCES = 4425
 FOLD_PRETRAIN_VALID_UTTERANCES = 221
 FOLD_FINETUNE_VALID_UTTERANCES = 553
@@ -104,20 +107,43 @@ def utterance_lengths(count: int, seed: int, longest: float = LONGEST) -> np.nda
     return (seconds * SAMPLE_RATE).astype(int)
 
 
+def batched_samples(sizes: np.ndarray, max_tokens: Optional[int], max_sentences: Optional[int],
+                    cropped: bool) -> int:
+    """The samples a model computes on when fairseq batches ``sizes`` (as its dataset counts
+    them) with batch_by_size, longest first: each batch cropped to its shortest member
+    (HuBERT pretraining) or padded to its longest (fine-tuning)."""
+    from fairseq.data import data_utils
+
+    order = np.argsort(sizes, kind="stable")[::-1]  # longest first, as both datasets order them
+    batches = data_utils.batch_by_size(order, lambda index: sizes[index], max_tokens=max_tokens,
+                                       max_sentences=max_sentences, required_batch_size_multiple=1)
+    per_batch = np.min if cropped else np.max
+    return sum(int(per_batch(sizes[batch])) * len(batch) for batch in batches)
+
+
 def audio_kept_by_cropping(sizes: np.ndarray, max_tokens: int, max_sample_size: int, min_sample_size: int) -> float:
     """The share of a corpus's audio that HuBERT pretraining sees in an epoch: fairseq's
     HubertDataset counts each utterance as at most max_sample_size samples, fairseq skips
     those still above max_tokens, batches the length-sorted rest with its batch_by_size and
     crops each batch to its shortest member."""
-    from fairseq.data import data_utils
-
     counted = np.minimum(sizes, max_sample_size)
-    usable = np.flatnonzero((sizes >= min_sample_size) & (counted <= max_tokens))
-    order = usable[np.argsort(sizes[usable], kind="stable")]
-    batches = data_utils.batch_by_size(order, lambda index: counted[index], max_tokens=max_tokens,
-                                       required_batch_size_multiple=1)
-    kept = sum(int(counted[batch].min()) * len(batch) for batch in batches)
-    return kept / float(sizes.sum())
+    usable = (sizes >= min_sample_size) & (counted <= max_tokens)
+    return batched_samples(counted[usable], max_tokens, None, cropped=True) / float(sizes.sum())
+
+
+def validation_samples(sizes: np.ndarray, phase: str, config: dict) -> int:
+    """The samples a validation of ``sizes`` computes on with a run's (resolved) config:
+    pretraining crops each batch to its shortest utterance (at most task.max_sample_size),
+    fine-tuning pads each to its longest, full length. Utterances above max_tokens_valid are
+    left out, as skip_invalid_size_inputs_valid_test leaves them out."""
+    dataset = config["dataset"]
+    pretraining = phase == "pretraining"
+    if pretraining:
+        sizes = np.minimum(sizes, config["task"]["max_sample_size"])
+    max_tokens = dataset["max_tokens_valid"]
+    if max_tokens:
+        sizes = sizes[sizes <= max_tokens]
+    return batched_samples(sizes, max_tokens, dataset["batch_size_valid"], cropped=pretraining)
 
 
 def validation_utterances(train_utterances: int) -> int:
@@ -228,7 +254,8 @@ def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_i
         tail = Path(run.log).read_text(errors="replace").strip().splitlines()[-3:]
         raise RuntimeError(f"{run.checkout} {run.precision} {run.phase} failed (see {run.log}): {' | '.join(tail)}")
     run.record = json.loads(times_path.read_text())
-    run.config = OmegaConf.to_container(OmegaConf.load(run_dir / "checkpoints" / "hydra" / ".hydra" / "config.yaml"))
+    run.config = OmegaConf.to_container(OmegaConf.load(run_dir / "checkpoints" / "hydra" / ".hydra" / "config.yaml"),
+                                        resolve=True)
     return run
 
 
@@ -276,20 +303,36 @@ class Summary:
     top_ops: List
     gaps_within_epochs: List[float]
     gaps_at_epoch_ends: List[float]
+    batch_waits_within_epochs: List[float]
+
+
+def spans_between_steps(record: dict) -> Iterator[Tuple[float, float, float, bool]]:
+    """Each span from a step's end to the next one's start: (start, end, its seconds with
+    validation and saving left out, whether an epoch ended in it, where fairseq starts a new
+    epoch's iterator and loader workers)."""
+    interruptions = [*record["validations"], *record["saves"]]
+    epoch_ends = [epoch["end"] for epoch in record["epochs"]]
+    for before, after in zip(record["steps"], record["steps"][1:]):
+        start, end = before["end"], after["start"]
+        gap = end - start - overlap(interruptions, start, end)
+        yield start, end, gap, any(start <= moment <= end for moment in epoch_ends)
 
 
 def gaps_between_steps(record: dict) -> Tuple[List[float], List[float]]:
     """Seconds from each step's end to the next one's start, validation and saving left out:
-    those within an epoch, and those across an epoch's end (where fairseq starts a new
-    epoch's iterator and loader workers)."""
-    interruptions = [*record["validations"], *record["saves"]]
-    epoch_ends = [epoch["end"] for epoch in record["epochs"]]
+    those within an epoch, and those across an epoch's end."""
     within, across = [], []
-    for before, after in zip(record["steps"], record["steps"][1:]):
-        start, end = before["end"], after["start"]
-        gap = end - start - overlap(interruptions, start, end)
-        (across if any(start <= moment <= end for moment in epoch_ends) else within).append(gap)
+    for _, _, gap, epoch_ended in spans_between_steps(record):
+        (across if epoch_ended else within).append(gap)
     return within, across
+
+
+def batch_waits_within_epochs(record: dict) -> List[float]:
+    """Of each gap between steps within an epoch, the seconds the training loop spent in
+    next() on fairseq's batch iterator (waiting for data); empty where not recorded."""
+    waits = record.get("batch_waits", [])
+    return [overlap(waits, start, end) for start, end, _, epoch_ended in spans_between_steps(record)
+            if waits and not epoch_ended]
 
 
 def instrumented(step: dict) -> bool:
@@ -310,7 +353,7 @@ def steady_steps(record: dict) -> Tuple[List[dict], List[dict]]:
     return [s for number, s in enumerate(steps, 1) if number > WARM_UP and not instrumented(s)], []
 
 
-def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary:
+def summarise(run: Run, train_utterances: int, valid_lengths: np.ndarray, peak: Optional[float]) -> Summary:
     record = run.record
     steps = record["steps"]
     special = [s for s in steps if instrumented(s)]
@@ -347,12 +390,13 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
     epochs = record["epochs"]
     updates_per_epoch = (epochs[0]["num_updates"] if epochs else len(steps)) * scale
     if run.phase == "pretraining":
-        full_updates, valid_scale = FULL_PRETRAINING_UPDATES, FOLD_PRETRAIN_VALID_UTTERANCES
+        full_updates, fold_validation_utterances = FULL_PRETRAINING_UPDATES, FOLD_PRETRAIN_VALID_UTTERANCES
         full_epochs = full_updates / updates_per_epoch
     else:
-        full_epochs, valid_scale = FULL_FINETUNING_EPOCHS, FOLD_FINETUNE_VALID_UTTERANCES
+        full_epochs, fold_validation_utterances = FULL_FINETUNING_EPOCHS, FOLD_FINETUNE_VALID_UTTERANCES
         full_updates = full_epochs * updates_per_epoch
-    valid_scale /= validation_utterances(train_utterances)
+    valid_scale = (validation_samples(utterance_lengths(fold_validation_utterances, seed=2), run.phase, run.config)
+                   / validation_samples(valid_lengths, run.phase, run.config))
     checkpoint, dataset = run.config["checkpoint"], run.config["dataset"]
     full_validations = count_events(full_updates, full_epochs, dataset["validate_interval"],
                                     dataset["validate_interval_updates"])
@@ -377,6 +421,7 @@ def summarise(run: Run, train_utterances: int, peak: Optional[float]) -> Summary
         outside_share=outside / wall, projected_outside_share=full_fixed / (full_fixed + full_steps),
         parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
         gaps_within_epochs=gaps[0], gaps_at_epoch_ends=gaps[1],
+        batch_waits_within_epochs=batch_waits_within_epochs(record),
     )
 
 
@@ -412,7 +457,10 @@ def format_details(run: Run, summary: Summary) -> str:
     top = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in summary.top_ops[:5])
     kernels = f"kernels {summary.kernel_seconds * 1000:.1f} ms in all, " if summary.kernel_seconds is not None else ""
     within, across = summary.gaps_within_epochs, summary.gaps_at_epoch_ends
-    gaps = (f"median {1000 * statistics.median(within):.1f} ms within an epoch" if within else "none within an epoch")
+    gaps = (f"mean {1000 * statistics.mean(within):.1f} ms (median {1000 * statistics.median(within):.1f}) "
+            f"within an epoch" if within else "none within an epoch")
+    waits = summary.batch_waits_within_epochs
+    gaps += (f", of which {1000 * statistics.mean(waits):.1f} ms waiting for the next batch" if waits else "")
     gaps += (f", mean {1000 * statistics.mean(across):.1f} ms at {len(across)} epoch end(s)" if across else "")
     return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
             f"operators by their own time: {top or '-'}; between steps (validation and saving left out): {gaps}")
@@ -464,6 +512,7 @@ def main() -> int:
     # fairseq refuses a training utterance above the batch's max_tokens (tapt_tiny's: 10 s).
     seconds = write_corpus(data, args.utterances, min(LONGEST, tapt.dataset.max_tokens / SAMPLE_RATE))
     write_stand_in(stand_in, args.size)
+    valid_lengths = np.array(read_manifest(str(data / "valid.tsv")).num_samples)
     kept = audio_kept_by_cropping(utterance_lengths(FOLD_TRAIN_UTTERANCES, 1), tapt.dataset.max_tokens,
                                   tapt.task.max_sample_size, tapt.task.min_sample_size)
     print(f"corpus: {args.utterances} training utterances ({seconds['train']:.0f} s), "
@@ -488,7 +537,7 @@ def main() -> int:
                     failures.append(str(error))
                     print(f"error: {error}", file=sys.stderr, flush=True)
                     continue
-                summary = summarise(run, args.utterances, peak)
+                summary = summarise(run, args.utterances, valid_lengths, peak)
                 rows.append(format_row(run, summary))
                 details.append(format_details(run, summary))
                 table = "\n".join([header, "", TABLE_HEADER, *rows, "", *details]) + "\n"

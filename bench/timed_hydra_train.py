@@ -3,7 +3,9 @@
 
 Same command line, same fairseq code path (``fairseq_cli.hydra_train.cli_main``): only
 fairseq's ``Trainer.train_step``, ``validate``, ``save_checkpoint`` and per-epoch ``train``
-are wrapped to record when they start and end (CUDA synchronised on both sides). One step
+are wrapped to record when they start and end (CUDA synchronised on both sides), and the
+training loop's ``next()`` on fairseq's batch iterator, to tell waiting for data from the
+rest of the time between steps (``next()`` of validation left out). One step
 also runs under ``torch.utils.flop_counter.FlopCounterMode`` and another under the PyTorch
 profiler (which attention kernel ran, how long the GPU was busy, where its time went); both
 are left out of the timings. The record is written as JSON to $FLEA_TRAINING_TIMES.
@@ -23,6 +25,7 @@ PROCESS_STARTED = time.time()
 import torch  # noqa: E402
 from torch.autograd import DeviceType  # noqa: E402
 from fairseq import checkpoint_utils  # noqa: E402
+from fairseq.data import iterators  # noqa: E402
 from fairseq.trainer import Trainer  # noqa: E402
 import fairseq_cli.train as fairseq_train  # noqa: E402
 from fairseq_cli.hydra_train import cli_main  # noqa: E402
@@ -50,7 +53,8 @@ STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimi
 CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fairseq-time-masks", "fairseq-attention",
                      "compiled-layers")
 
-record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": []}
+record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": [],
+          "batch_waits": []}
 
 
 def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
@@ -192,6 +196,35 @@ def timed_train_step(trainer, samples, raise_oom=False):
     return output
 
 
+original_next_batch = iterators.CountingIterator.__next__
+# fairseq nests its iterators (GroupedIterator is a CountingIterator over one): only the
+# outermost next() is recorded; none during validation, whose batches are inside its span.
+batch_iterators = {"depth": 0, "validating": False}
+
+
+def timed_next_batch(iterator):
+    outermost = batch_iterators["depth"] == 0 and not batch_iterators["validating"]
+    batch_iterators["depth"] += 1
+    start = time.time()
+    try:
+        return original_next_batch(iterator)
+    finally:
+        batch_iterators["depth"] -= 1
+        if outermost:
+            record["batch_waits"].append([start, time.time()])
+
+
+def without_batch_waits(function):
+    def wrapper(*args, **kwargs):
+        batch_iterators["validating"] = True
+        try:
+            return function(*args, **kwargs)
+        finally:
+            batch_iterators["validating"] = False
+
+    return wrapper
+
+
 original_trainer_init = Trainer.__init__
 
 
@@ -214,7 +247,8 @@ def main() -> None:
     Trainer.__init__ = trainer_init_with_candidates
     Trainer.train_step = timed_train_step
     fairseq_train.train = timed_epoch
-    fairseq_train.validate = timed("validations", fairseq_train.validate)
+    iterators.CountingIterator.__next__ = timed_next_batch
+    fairseq_train.validate = timed("validations", without_batch_waits(fairseq_train.validate))
     # fairseq keeps the best score as an attribute of save_checkpoint: keep it on the wrapper.
     checkpoint_utils.save_checkpoint = timed("saves", checkpoint_utils.save_checkpoint)
     try:

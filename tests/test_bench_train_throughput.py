@@ -44,6 +44,8 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     assert "profiled step: forward and backward" in table.read_text()
     # Where the waiting between steps is: within epochs, or where an epoch ends.
     assert re.search(r"between steps \(validation and saving left out\): .*mean [\d.]+ ms at \d+ epoch end", table.read_text())
+    # and how much of it the training loop spent waiting for its next batch.
+    assert re.search(r"within an epoch, of which [\d.]+ ms waiting for the next batch", table.read_text())
     # fairseq's length buckets cropped to their shortest member keep most, never all, of the audio.
     kept = re.search(r"keep ([\d.]+) % of an IEMOCAP-like fold's audio", table.read_text())
     assert kept and 50 < float(kept.group(1)) < 100
@@ -64,3 +66,40 @@ def test_rates_are_taken_after_the_first_epoch_where_every_batch_shape_was_seen(
     record = {"steps": first + later[:3], "epochs": [{"end": 4.0}, {"end": 30.0}]}
     steady, first_epoch = steady_steps(record)
     assert steady == (first + later[:3])[3:] and first_epoch == []
+
+
+def test_a_validation_is_projected_by_the_samples_its_batches_compute_on():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import numpy as np
+    from bench_train_throughput import validation_samples
+
+    def config(max_tokens, batch_size):
+        return {"dataset": {"max_tokens_valid": max_tokens, "batch_size_valid": batch_size},
+                "task": {"max_sample_size": 250000}}
+
+    spread = np.array([16000, 32000, 48000, 160000, 320000])
+    # One batch: fine-tuning pads every utterance to the longest, pretraining crops to the shortest.
+    assert validation_samples(spread, "finetuning", config(None, 64)) == 5 * 320000
+    assert validation_samples(spread, "pretraining", config(None, 64)) == 5 * 16000
+    # One utterance a batch: each computes on its own length (pretraining: at most max_sample_size).
+    assert validation_samples(spread, "finetuning", config(None, 1)) == spread.sum()
+    assert validation_samples(spread, "pretraining", config(None, 1)) == spread.sum() - (320000 - 250000)
+    # max_tokens splits the utterances, longest first, as fairseq's datasets order them.
+    assert validation_samples(spread, "finetuning", config(320000, 64)) == 320000 + 2 * 160000 + 2 * 32000
+    # Above max_tokens: left out, as fairseq's skip_invalid_size_inputs_valid_test does.
+    assert validation_samples(spread, "finetuning", config(200000, 64)) == 3 * 48000 + 160000
+
+
+def test_the_wait_for_the_next_batch_is_told_from_the_rest_between_steps():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from bench_train_throughput import batch_waits_within_epochs, gaps_between_steps
+
+    steps = [{"start": 0.0, "end": 1.0}, {"start": 1.010, "end": 2.0}, {"start": 2.5, "end": 3.0}]
+    record = {"steps": steps, "validations": [], "saves": [], "epochs": [{"end": 2.2}],
+              # the loop's next() from 1.002 to 1.008; the one at 2.3 is across the epoch's end
+              "batch_waits": [[1.002, 1.008], [2.3, 2.45]]}
+    within, across = gaps_between_steps(record)
+    assert [round(gap, 3) for gap in within] == [0.01] and [round(gap, 3) for gap in across] == [0.5]
+    assert [round(wait, 3) for wait in batch_waits_within_epochs(record)] == [0.006]
+    # Records of runs before the waits were recorded: none.
+    assert batch_waits_within_epochs({**record, "batch_waits": []}) == []
