@@ -69,9 +69,11 @@ CLASSES = ["ang", "hap", "neu", "sad"]
 # tapt_tiny's batch).
 MEDIAN_SECONDS, LOG_SPREAD, SHORTEST, LONGEST = 3.6, 0.6, 0.6, 20.0
 # One IEMOCAP fold (5531 utterances, 5 sessions): 4 sessions train, 5 % of them validate
-# pretraining; one speaker of the held-out session validates fine-tuning. A validation's time
-# is projected to a fold's by the samples it computes on (validation_samples): the bench's few
-# validation utterances make batches padded (fine-tuning) far more than a fold's.
+# pretraining; one speaker of the held-out session validates fine-tuning. The projection
+# draws a fold's lengths as the bench draws its corpus and batches them as fairseq would with
+# the run's config: an epoch's updates and new batch shapes scale by the training batches
+# (training_batches), a validation's time by the samples it computes on (validation_samples):
+# the bench's few validation utterances make batches padded far more than a fold's.
 FOLD_TRAIN_UTTERANCES = 4425
 FOLD_PRETRAIN_VALID_UTTERANCES = 221
 FOLD_FINETUNE_VALID_UTTERANCES = 553
@@ -107,18 +109,36 @@ def utterance_lengths(count: int, seed: int, longest: float = LONGEST) -> np.nda
     return (seconds * SAMPLE_RATE).astype(int)
 
 
-def batched_samples(sizes: np.ndarray, max_tokens: Optional[int], max_sentences: Optional[int],
-                    cropped: bool) -> int:
-    """The samples a model computes on when fairseq batches ``sizes`` (as its dataset counts
-    them) with batch_by_size, longest first: each batch cropped to its shortest member
-    (HuBERT pretraining) or padded to its longest (fine-tuning)."""
+def length_sorted_batches(sizes: np.ndarray, max_tokens: Optional[int], max_sentences: Optional[int]) -> List[np.ndarray]:
+    """The batches fairseq's batch_by_size makes of ``sizes`` (as its dataset counts them),
+    longest first, as both datasets order them; each an array of indices into ``sizes``."""
     from fairseq.data import data_utils
 
-    order = np.argsort(sizes, kind="stable")[::-1]  # longest first, as both datasets order them
-    batches = data_utils.batch_by_size(order, lambda index: sizes[index], max_tokens=max_tokens,
-                                       max_sentences=max_sentences, required_batch_size_multiple=1)
+    order = np.argsort(sizes, kind="stable")[::-1]
+    return data_utils.batch_by_size(order, lambda index: sizes[index], max_tokens=max_tokens,
+                                    max_sentences=max_sentences, required_batch_size_multiple=1)
+
+
+def batched_samples(sizes: np.ndarray, max_tokens: Optional[int], max_sentences: Optional[int],
+                    cropped: bool) -> int:
+    """The samples a model computes on when fairseq batches ``sizes``: each batch cropped to
+    its shortest member (HuBERT pretraining) or padded to its longest (fine-tuning)."""
     per_batch = np.min if cropped else np.max
-    return sum(int(per_batch(sizes[batch])) * len(batch) for batch in batches)
+    return sum(int(per_batch(sizes[batch])) * len(batch)
+               for batch in length_sorted_batches(sizes, max_tokens, max_sentences))
+
+
+def training_batches(sizes: np.ndarray, phase: str, config: dict) -> int:
+    """How many batches an epoch of training on ``sizes`` has with a run's (resolved) config:
+    both tasks count an utterance as at most task.max_sample_size samples; HuBERT
+    pretraining leaves out those under task.min_sample_size, fairseq those above max_tokens."""
+    task, dataset = config["task"], config["dataset"]
+    counted = np.minimum(sizes, task["max_sample_size"]) if task.get("max_sample_size") else sizes
+    if phase == "pretraining" and task.get("min_sample_size"):
+        counted = counted[sizes >= task["min_sample_size"]]
+    if dataset["max_tokens"]:
+        counted = counted[counted <= dataset["max_tokens"]]
+    return len(length_sorted_batches(counted, dataset["max_tokens"], dataset["batch_size"]))
 
 
 def audio_kept_by_cropping(sizes: np.ndarray, max_tokens: int, max_sample_size: int, min_sample_size: int) -> float:
@@ -353,7 +373,9 @@ def steady_steps(record: dict) -> Tuple[List[dict], List[dict]]:
     return [s for number, s in enumerate(steps, 1) if number > WARM_UP and not instrumented(s)], []
 
 
-def summarise(run: Run, train_utterances: int, valid_lengths: np.ndarray, peak: Optional[float]) -> Summary:
+def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -> Summary:
+    """The run's rates and times, and the share outside the steps projected to one IEMOCAP
+    fold; ``lengths``: the samples of each utterance of the run's "train" and "valid" splits."""
     record = run.record
     steps = record["steps"]
     special = [s for s in steps if instrumented(s)]
@@ -386,7 +408,9 @@ def summarise(run: Run, train_utterances: int, valid_lengths: np.ndarray, peak: 
     outside = wall - in_steps
 
     # A full run on one IEMOCAP fold, from the measured parts.
-    scale = FOLD_TRAIN_UTTERANCES / train_utterances
+    # A fold's epoch has `scale` times the batches of the run's, each a shape of its own.
+    scale = (training_batches(utterance_lengths(FOLD_TRAIN_UTTERANCES, seed=1), run.phase, run.config)
+             / training_batches(lengths["train"], run.phase, run.config))
     epochs = record["epochs"]
     updates_per_epoch = (epochs[0]["num_updates"] if epochs else len(steps)) * scale
     if run.phase == "pretraining":
@@ -396,7 +420,7 @@ def summarise(run: Run, train_utterances: int, valid_lengths: np.ndarray, peak: 
         full_epochs, fold_validation_utterances = FULL_FINETUNING_EPOCHS, FOLD_FINETUNE_VALID_UTTERANCES
         full_updates = full_epochs * updates_per_epoch
     valid_scale = (validation_samples(utterance_lengths(fold_validation_utterances, seed=2), run.phase, run.config)
-                   / validation_samples(valid_lengths, run.phase, run.config))
+                   / validation_samples(lengths["valid"], run.phase, run.config))
     checkpoint, dataset = run.config["checkpoint"], run.config["dataset"]
     full_validations = count_events(full_updates, full_epochs, dataset["validate_interval"],
                                     dataset["validate_interval_updates"])
@@ -407,7 +431,6 @@ def summarise(run: Run, train_utterances: int, valid_lengths: np.ndarray, peak: 
     # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
     # run over few utterances has far more epoch ends per update than a full one.
     full_waiting = sum(statistics.mean(part) * count for part, count in zip(gaps, (full_updates, full_epochs)) if part)
-    # A fold has `scale` times as many batches per epoch, each a shape of its own.
     full_fixed = (startup + exit_seconds + full_validations * per_validation + full_saves * per_save
                   + full_waiting + new_shapes * scale)
     full_steps = full_updates * mean_step
@@ -512,7 +535,7 @@ def main() -> int:
     # fairseq refuses a training utterance above the batch's max_tokens (tapt_tiny's: 10 s).
     seconds = write_corpus(data, args.utterances, min(LONGEST, tapt.dataset.max_tokens / SAMPLE_RATE))
     write_stand_in(stand_in, args.size)
-    valid_lengths = np.array(read_manifest(str(data / "valid.tsv")).num_samples)
+    lengths = {split: np.array(read_manifest(str(data / f"{split}.tsv")).num_samples) for split in ("train", "valid")}
     kept = audio_kept_by_cropping(utterance_lengths(FOLD_TRAIN_UTTERANCES, 1), tapt.dataset.max_tokens,
                                   tapt.task.max_sample_size, tapt.task.min_sample_size)
     print(f"corpus: {args.utterances} training utterances ({seconds['train']:.0f} s), "
@@ -537,7 +560,7 @@ def main() -> int:
                     failures.append(str(error))
                     print(f"error: {error}", file=sys.stderr, flush=True)
                     continue
-                summary = summarise(run, args.utterances, valid_lengths, peak)
+                summary = summarise(run, lengths, peak)
                 rows.append(format_row(run, summary))
                 details.append(format_details(run, summary))
                 table = "\n".join([header, "", TABLE_HEADER, *rows, "", *details]) + "\n"

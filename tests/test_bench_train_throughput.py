@@ -103,3 +103,21 @@ def test_the_wait_for_the_next_batch_is_told_from_the_rest_between_steps():
     assert [round(wait, 3) for wait in batch_waits_within_epochs(record)] == [0.006]
     # Records of runs before the waits were recorded: none.
     assert batch_waits_within_epochs({**record, "batch_waits": []}) == []
+
+
+def test_a_folds_epoch_is_projected_by_the_batches_fairseq_makes_of_it():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import numpy as np
+    from bench_train_throughput import training_batches
+
+    config = {"dataset": {"max_tokens": 400000, "batch_size": 3},
+              "task": {"max_sample_size": 160000, "min_sample_size": 32000}}
+    sizes = np.array([16000, 16000, 48000, 48000, 48000, 320000, 320000])
+    # Fine-tuning: the two long ones count as 160000 and fit max_tokens together; the five
+    # short ones go 3 and 2 to a batch (batch_size 3).
+    assert training_batches(sizes, "finetuning", config) == 3
+    # Pretraining also leaves out the two under min_sample_size.
+    assert training_batches(sizes, "pretraining", config) == 2
+    # Above max_tokens once counted: left out.
+    uncapped = {"dataset": {"max_tokens": 300000, "batch_size": 3}, "task": {"max_sample_size": 500000}}
+    assert training_batches(sizes, "finetuning", uncapped) == 2
