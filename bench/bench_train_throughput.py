@@ -128,27 +128,32 @@ def batched_samples(sizes: np.ndarray, max_tokens: Optional[int], max_sentences:
                for batch in length_sorted_batches(sizes, max_tokens, max_sentences))
 
 
-def training_batches(sizes: np.ndarray, phase: str, config: dict) -> int:
-    """How many batches an epoch of training on ``sizes`` has with a run's (resolved) config:
-    both tasks count an utterance as at most task.max_sample_size samples; HuBERT
-    pretraining leaves out those under task.min_sample_size, fairseq those above max_tokens."""
-    task, dataset = config["task"], config["dataset"]
+def counted_training_sizes(sizes: np.ndarray, phase: str, task, max_tokens: Optional[int]) -> np.ndarray:
+    """Each training utterance as the phase's dataset counts it (both tasks: at most
+    task.max_sample_size samples), without those fairseq leaves out: under
+    task.min_sample_size (HuBERT pretraining) and above max_tokens."""
     counted = np.minimum(sizes, task["max_sample_size"]) if task.get("max_sample_size") else sizes
+    kept = np.ones(len(sizes), dtype=bool)
     if phase == "pretraining" and task.get("min_sample_size"):
-        counted = counted[sizes >= task["min_sample_size"]]
-    if dataset["max_tokens"]:
-        counted = counted[counted <= dataset["max_tokens"]]
+        kept &= sizes >= task["min_sample_size"]
+    if max_tokens:
+        kept &= counted <= max_tokens
+    return counted[kept]
+
+
+def training_batches(sizes: np.ndarray, phase: str, config: dict) -> int:
+    """How many batches an epoch of training on ``sizes`` has with a run's (resolved) config."""
+    dataset = config["dataset"]
+    counted = counted_training_sizes(sizes, phase, config["task"], dataset["max_tokens"])
     return len(length_sorted_batches(counted, dataset["max_tokens"], dataset["batch_size"]))
 
 
-def audio_kept_by_cropping(sizes: np.ndarray, max_tokens: int, max_sample_size: int, min_sample_size: int) -> float:
-    """The share of a corpus's audio that HuBERT pretraining sees in an epoch: fairseq's
-    HubertDataset counts each utterance as at most max_sample_size samples, fairseq skips
-    those still above max_tokens, batches the length-sorted rest with its batch_by_size and
-    crops each batch to its shortest member."""
-    counted = np.minimum(sizes, max_sample_size)
-    usable = (sizes >= min_sample_size) & (counted <= max_tokens)
-    return batched_samples(counted[usable], max_tokens, None, cropped=True) / float(sizes.sum())
+def audio_kept_by_cropping(sizes: np.ndarray, max_tokens: int, task) -> float:
+    """The share of a corpus's audio that HuBERT pretraining sees in an epoch: fairseq
+    batches the length-sorted utterances with its batch_by_size and crops each batch to its
+    shortest member."""
+    counted = counted_training_sizes(sizes, "pretraining", task, max_tokens)
+    return batched_samples(counted, max_tokens, None, cropped=True) / float(sizes.sum())
 
 
 def validation_samples(sizes: np.ndarray, phase: str, config: dict) -> int:
@@ -536,8 +541,7 @@ def main() -> int:
     seconds = write_corpus(data, args.utterances, min(LONGEST, tapt.dataset.max_tokens / SAMPLE_RATE))
     write_stand_in(stand_in, args.size)
     lengths = {split: np.array(read_manifest(str(data / f"{split}.tsv")).num_samples) for split in ("train", "valid")}
-    kept = audio_kept_by_cropping(utterance_lengths(FOLD_TRAIN_UTTERANCES, 1), tapt.dataset.max_tokens,
-                                  tapt.task.max_sample_size, tapt.task.min_sample_size)
+    kept = audio_kept_by_cropping(utterance_lengths(FOLD_TRAIN_UTTERANCES, 1), tapt.dataset.max_tokens, tapt.task)
     print(f"corpus: {args.utterances} training utterances ({seconds['train']:.0f} s), "
           f"{seconds['valid']:.0f} s to validate; {args.size} stand-in; {time.time() - started:.0f} s", flush=True)
 
