@@ -20,7 +20,8 @@ fine-tuning: up to 64 padded utterances), drawn from IEMOCAP-like lengths, all d
 Variants: current (as the tasks train today: fairseq_flea.hubert.fast_paths), cudnn-benchmark
 (cuDNN times its convolution algorithms per shape), cudnn-attention (PyTorch's cuDNN
 attention kernel allowed again), conv-pos-conv (fairseq's positional convolution instead of
-the FFT), fairseq-time-masks (fairseq's per-utterance numpy mask draw instead of the
+the FFT), fft-exact-length (the FFTs as long as the padded input, not of fast sizes),
+fairseq-time-masks (fairseq's per-utterance numpy mask draw instead of the
 device's), fairseq-attention (fairseq's attention forward, through PyTorch's general
 multi_head_attention_forward, instead of the direct one) and compiled-layers (each
 transformer layer through torch.compile: fused kernels, to rounding; its first pass

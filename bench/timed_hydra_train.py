@@ -47,11 +47,11 @@ ATTENTION_OPS = {
 STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
 
 # Changes to today's training path, timed before one goes there (bench_encoder_step.py):
-# cudnn-benchmark is a candidate; cudnn-attention, conv-pos-conv, fairseq-time-masks and
-# fairseq-attention put back PyTorch's and fairseq's defaults that fast_paths replaced, to
-# measure those choices again.
-CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fairseq-time-masks", "fairseq-attention",
-                     "compiled-layers")
+# cudnn-benchmark is a candidate; cudnn-attention, conv-pos-conv, fft-exact-length,
+# fairseq-time-masks and fairseq-attention put back PyTorch's and fairseq's defaults (or an
+# earlier fast path) that fast_paths replaced, to measure those choices again.
+CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fft-exact-length", "fairseq-time-masks",
+                     "fairseq-attention", "compiled-layers")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": [],
           "batch_waits": []}
@@ -69,6 +69,10 @@ def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
             from fairseq_flea.hubert.fast_paths import positional_convs_by_convolution
 
             positional_convs_by_convolution(model)
+        elif name == "fft-exact-length":  # the positional convolution's FFTs as long as its input
+            from fairseq_flea.hubert.fast_paths import padded_input_length, positional_convs_by_fft
+
+            positional_convs_by_fft(model, fft_size=padded_input_length)
         elif name == "fairseq-time-masks":
             from fairseq_flea.hubert.time_masks import time_masks_by_fairseq
 

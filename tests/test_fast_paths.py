@@ -16,6 +16,7 @@ from fairseq_flea.hubert.fast_paths import (
     label_logits_by_matmul,
     self_attention_by_fairseq,
     self_attention_without_general_checks,
+    fast_fft_size,
     positional_convs_by_convolution,
     positional_convs_by_fft,
     use_fast_encoder_paths,
@@ -162,9 +163,9 @@ def test_self_attention_hands_other_calls_to_fairseq():
     assert torch.equal(output, expected)
 
 
-def positional_conv_outputs_and_gradients(by_fft: bool, dtype: torch.dtype):
+def positional_conv_outputs_and_gradients(by_fft: bool, dtype: torch.dtype, frames: int = 37):
     """HuBERT base's positional convolution (768 channels, kernel 128, 16 groups, weight
-    norm) on 2 x 37 frames: its output and the gradients of a loss on it."""
+    norm) on 2 x ``frames`` frames: its output and the gradients of a loss on it."""
     from fairseq.models.wav2vec.wav2vec2 import make_conv_pos
 
     torch.manual_seed(0)
@@ -174,20 +175,38 @@ def positional_conv_outputs_and_gradients(by_fft: bool, dtype: torch.dtype):
     holder.pos_conv = pos_conv.to(dtype)
     if by_fft:
         assert positional_convs_by_fft(holder) == 1
-    x = torch.randn(2, 768, 37).to(dtype).requires_grad_()
+    x = torch.randn(2, 768, frames).to(dtype).requires_grad_()
     output = pos_conv(x)
     loss = (output.float() * torch.linspace(-1, 1, output.shape[-1])).sum()
     parameters = [x, pos_conv[0].weight_g, pos_conv[0].weight_v, pos_conv[0].bias]
     return (output, *torch.autograd.grad(loss, parameters))
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 0.02)])
-def test_the_positional_convolution_by_fft_matches_fairseqs(dtype, tolerance):
-    reference = positional_conv_outputs_and_gradients(False, torch.float32)
-    results = positional_conv_outputs_and_gradients(True, dtype)
-    assert results[0].dtype == dtype and results[0].shape == reference[0].shape == (2, 768, 37)
+# 37 frames pad to 165 = 3 x 5 x 11, transformed at 168; 53 pad to 181, a prime, transformed at 189.
+@pytest.mark.parametrize("dtype, tolerance, frames", [(torch.float32, 1e-5, 37), (torch.bfloat16, 0.02, 37),
+                                                      (torch.float32, 1e-5, 53)])
+def test_the_positional_convolution_by_fft_matches_fairseqs(dtype, tolerance, frames):
+    reference = positional_conv_outputs_and_gradients(False, torch.float32, frames)
+    results = positional_conv_outputs_and_gradients(True, dtype, frames)
+    assert results[0].dtype == dtype and results[0].shape == reference[0].shape == (2, 768, frames)
     for ours, theirs in zip(results, reference):
         assert (ours.float() - theirs).abs().max() <= tolerance * theirs.abs().max()
+
+
+def test_the_ffts_take_the_nearest_size_with_prime_factors_up_to_7():
+    def largest_prime_factor(number: int) -> int:
+        factor, largest = 2, 1
+        while number > 1:
+            while number % factor == 0:
+                number, largest = number // factor, factor
+            factor += 1
+        return largest
+
+    for length in range(1, 3000):
+        size = fast_fft_size(length)
+        assert size >= length and largest_prime_factor(size) <= 7, length
+        assert all(largest_prime_factor(smaller) > 7 for smaller in range(length, size)), length
+    assert fast_fft_size(165) == 168 and fast_fft_size(181) == 189 and fast_fft_size(1159) == 1176
 
 
 def test_the_training_paths_run_the_positional_convolution_by_fft_for_the_same_features():

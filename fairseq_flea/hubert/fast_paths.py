@@ -29,7 +29,9 @@ stay fairseq's own ``hubert``:
   on cuDNN's generic kernels: 33 of 74 ms of kernel time in a TAPT step on an H100, for ~3 %
   of the step's FLOPs. As a product of Fourier transforms it needs ~50x fewer FLOPs; it is
   computed in float32 whatever the model's dtype, and matches the convolution to float32
-  rounding.
+  rounding. Its transforms are of sizes with prime factors up to 7 only (``fast_fft_size``):
+  a batch's frame count decides the length, and a length with a large prime factor falls to a
+  many times slower FFT.
 - Time masks drawn on the device for the whole batch (``time_masks.py``): the same random
   procedure as fairseq's per-utterance numpy loop, without its waits for the GPU.
 - Attention without PyTorch's cuDNN kernel (flash, or memory-efficient where a padding mask
@@ -41,7 +43,7 @@ Measured together on an H200 (bf16, base size, whole fairseq runs, BENCHMARKS.md
 """
 
 from functools import partial
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -53,6 +55,7 @@ from fairseq.modules import MultiheadAttention
 from fairseq_flea.hubert.time_masks import time_masks_on_device
 
 COSINE_EPS = 1e-8  # torch.cosine_similarity's default, which fairseq's compute_nce uses
+FAST_FFT_FACTORS = (2, 3, 5, 7)
 
 
 class EmptyMaskCheck:
@@ -189,21 +192,39 @@ def label_logits_by_matmul(model: HubertModel, x: torch.Tensor, pos: torch.Tenso
     return torch.cat([positive, negative], dim=1).type_as(x) / model.logit_temp
 
 
-def conv1d_by_fft(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+def fast_fft_size(length: int) -> int:
+    """The smallest size from ``length`` up whose prime factors are all 2, 3, 5 or 7, the
+    sizes cuFFT documents as fastest and PyTorch's CPU FFT also runs on its direct kernels.
+    A size with a larger prime factor (a batch of 1031 frames pads to 1159 = 19 x 61) takes
+    a slower path: on the development CPU, at HuBERT base's width, the transforms took 6-17x
+    as long and the whole convolution 1.2-1.4x (bench/bench_positional_conv.py)."""
+    size = length
+    while True:
+        rest = size
+        for factor in FAST_FFT_FACTORS:
+            while rest % factor == 0:
+                rest //= factor
+        if rest == 1:
+            return size
+        size += 1
+
+
+def conv1d_by_fft(conv: nn.Conv1d, x: torch.Tensor, fft_size: Callable[[int], int] = fast_fft_size) -> torch.Tensor:
     """``conv(x)`` for a stride-1, undilated, zero-padded Conv1d, as a product of real FFTs in
     float32 (cast back to ``x``'s dtype). Cross-correlation with the kernel is a product with
-    its conjugate transform; a transform as long as the padded input leaves every output
-    frame free of wrap-around."""
+    its conjugate transform; any transform at least as long as the padded input leaves every
+    output frame free of wrap-around, so ``fft_size`` picks one from that length up."""
     weight = conv.weight  # after the weight-norm pre-hook has set it
     out_channels, in_per_group, kernel = weight.shape
     groups, padding = conv.groups, conv.padding[0]
     batch, _, frames = x.shape
     length = frames + 2 * padding
-    signal = torch.fft.rfft(F.pad(x.float(), (padding, padding)), n=length)
+    size = fft_size(length)
+    signal = torch.fft.rfft(F.pad(x.float(), (padding, padding)), n=size)
     signal = signal.view(batch, groups, in_per_group, -1)
-    response = torch.fft.rfft(weight.float(), n=length).view(groups, out_channels // groups, in_per_group, -1)
+    response = torch.fft.rfft(weight.float(), n=size).view(groups, out_channels // groups, in_per_group, -1)
     product = torch.einsum("bgif,goif->bgof", signal, response.conj())
-    output = torch.fft.irfft(product.reshape(batch, out_channels, -1), n=length)[..., : length - kernel + 1]
+    output = torch.fft.irfft(product.reshape(batch, out_channels, -1), n=size)[..., : length - kernel + 1]
     if conv.bias is not None:
         output = output + conv.bias.float()[:, None]
     return output.to(x.dtype)
@@ -222,13 +243,19 @@ def positional_convs(model: nn.Module) -> List[nn.Conv1d]:
     return convs
 
 
-def positional_convs_by_fft(model: nn.Module) -> int:
-    """Run the positional convolution of every transformer encoder in ``model`` by FFT;
-    returns the number of convolutions changed."""
+def positional_convs_by_fft(model: nn.Module, fft_size: Callable[[int], int] = fast_fft_size) -> int:
+    """Run the positional convolution of every transformer encoder in ``model`` by FFT, of
+    sizes picked by ``fft_size``; returns the number of convolutions changed."""
     convs = positional_convs(model)
     for conv in convs:
-        conv.forward = conv1d_by_fft.__get__(conv)
+        conv.forward = partial(conv1d_by_fft, conv, fft_size=fft_size)
     return len(convs)
+
+
+def padded_input_length(length: int) -> int:
+    """FFTs exactly as long as the padded input, as the FFT path first ran (to measure the
+    choice of fast sizes)."""
+    return length
 
 
 def positional_convs_by_convolution(model: nn.Module) -> int:
