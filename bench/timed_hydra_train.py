@@ -48,10 +48,10 @@ STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimi
 
 # Changes to today's training path, timed before one goes there (bench_encoder_step.py):
 # cudnn-benchmark is a candidate; cudnn-attention, conv-pos-conv, fft-exact-length,
-# fairseq-time-masks and fairseq-attention put back PyTorch's and fairseq's defaults (or an
-# earlier fast path) that fast_paths replaced, to measure those choices again.
-CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fft-exact-length", "fairseq-time-masks",
-                     "fairseq-attention", "compiled-layers")
+# fairseq-gelu, fairseq-time-masks and fairseq-attention put back PyTorch's and fairseq's
+# defaults (or an earlier fast path) that fast_paths replaced, to measure those choices again.
+CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fft-exact-length", "fairseq-gelu",
+                     "fairseq-time-masks", "fairseq-attention", "compiled-layers")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": [],
           "batch_waits": []}
@@ -73,6 +73,10 @@ def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
             from fairseq_flea.hubert.fast_paths import padded_input_length, positional_convs_by_fft
 
             positional_convs_by_fft(model, fft_size=padded_input_length)
+        elif name == "fairseq-gelu":  # fairseq's gelu, through float32 copies of its input and output
+            from fairseq_flea.hubert.fast_paths import gelu_by_fairseq
+
+            gelu_by_fairseq(model)
         elif name == "fairseq-time-masks":
             from fairseq_flea.hubert.time_masks import time_masks_by_fairseq
 

@@ -17,6 +17,8 @@ from fairseq_flea.hubert.fast_paths import (
     self_attention_by_fairseq,
     self_attention_without_general_checks,
     fast_fft_size,
+    gelu_by_fairseq,
+    gelu_in_input_dtype,
     positional_convs_by_convolution,
     positional_convs_by_fft,
     use_fast_encoder_paths,
@@ -151,6 +153,44 @@ def test_self_attention_without_general_checks_is_fairseqs_bit_for_bit(dtype, pa
         assert gradients.keys() == expected_gradients.keys()
         assert all(torch.equal(gradients[name], expected_gradients[name]) for name in gradients), (training, padded)
     assert self_attention_by_fairseq(ours) == 2
+
+
+def test_gelu_in_the_input_dtype_gives_fairseqs_values_for_every_bf16_input():
+    from fairseq.modules.gelu import gelu as fairseq_gelu
+
+    every = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+    x = every[torch.isfinite(every)]
+    ours, theirs = torch.nn.functional.gelu(x), fairseq_gelu(x)
+    differing = ours.view(torch.int16) != theirs.view(torch.int16)
+    # Only results of 1.2e-38 (bf16's smallest normal number) or less, which come out as -0 on CPU.
+    assert differing.sum() < 600
+    assert torch.all(ours[differing] == 0) and theirs[differing].float().abs().max() <= torch.finfo(torch.bfloat16).tiny
+    for dtype in (torch.bfloat16, torch.float16):
+        generator = torch.Generator().manual_seed(0)
+        x = (4 * torch.randn(200000, generator=generator)).to(dtype).requires_grad_()
+        upstream = torch.randn(200000, generator=generator).to(dtype)
+        ours = torch.autograd.grad(torch.nn.functional.gelu(x), x, upstream)[0]
+        assert torch.equal(ours, torch.autograd.grad(fairseq_gelu(x), x, upstream)[0]), dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_encoder_with_gelu_in_its_input_dtype_is_fairseqs_bit_for_bit(dtype):
+    source = torch.randn(3, 24000).to(dtype)
+    padding_mask = torch.zeros(source.shape, dtype=torch.bool)
+    padding_mask[1, 15000:] = True
+    fairseqs, ours = tiny_hubert().to(dtype), tiny_hubert().to(dtype)
+    assert gelu_in_input_dtype(ours) == len(ours.encoder.layers) == 2
+    for model in (fairseqs, ours):
+        model.train()
+        model.encoder.layerdrop = 0.0
+    expected, expected_gradients = encoder_outputs_and_gradients(fairseqs, source, padding_mask, seed=3)
+    features, gradients = encoder_outputs_and_gradients(ours, source, padding_mask, seed=3)
+    assert torch.equal(features, expected)
+    assert all(torch.equal(gradients[name], expected_gradients[name]) for name in expected_gradients)
+    # Every fast path includes it; the benches measure it again by putting fairseq's back.
+    model = use_fast_training_paths(tiny_hubert())
+    assert all(layer.activation_fn is torch.nn.functional.gelu for layer in model.encoder.layers)
+    assert gelu_by_fairseq(model) == 2 and gelu_in_input_dtype(model) == 2
 
 
 def test_self_attention_hands_other_calls_to_fairseq():
