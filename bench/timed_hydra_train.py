@@ -47,11 +47,13 @@ ATTENTION_OPS = {
 STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
 
 # Changes to today's training path, timed before one goes there (bench_encoder_step.py):
-# cudnn-benchmark is a candidate; cudnn-attention, conv-pos-conv, fft-exact-length,
-# fairseq-gelu, fairseq-time-masks and fairseq-attention put back PyTorch's and fairseq's
-# defaults (or an earlier fast path) that fast_paths replaced, to measure those choices again.
-CANDIDATE_CHANGES = ("cudnn-benchmark", "cudnn-attention", "conv-pos-conv", "fft-exact-length", "fairseq-gelu",
-                     "fairseq-time-masks", "fairseq-attention", "compiled-layers")
+# cudnn-benchmark and expandable-segments are candidates; cudnn-attention, conv-pos-conv,
+# fft-exact-length, fairseq-gelu, fairseq-time-masks and fairseq-attention put back PyTorch's
+# and fairseq's defaults (or an earlier fast path) that fast_paths replaced, to measure those
+# choices again.
+CANDIDATE_CHANGES = ("cudnn-benchmark", "expandable-segments", "cudnn-attention", "conv-pos-conv",
+                     "fft-exact-length", "fairseq-gelu", "fairseq-time-masks", "fairseq-attention",
+                     "compiled-layers")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": [],
           "batch_waits": []}
@@ -62,6 +64,13 @@ def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
     for name in filter(None, names.split("+")):
         if name == "cudnn-benchmark":  # cuDNN times its convolution algorithms per shape
             torch.backends.cudnn.benchmark = True
+        elif name == "expandable-segments":
+            # The CUDA allocator grows its segments instead of allocating new blocks for a batch
+            # shape it has not seen (PYTORCH_CUDA_ALLOC_CONF); for later allocations, before the
+            # trainer moves the model to the GPU. Nothing on CPU.
+            set_allocator = (getattr(torch._C, "_accelerator_setAllocatorSettings", None)  # torch >= 2.12
+                             or torch.cuda.memory._set_allocator_settings)
+            set_allocator("expandable_segments:True")
         elif name == "cudnn-attention":  # PyTorch's own choice, cuDNN's kernel first on Hopper
             torch.backends.cuda.enable_cudnn_sdp(True)
         elif name == "conv-pos-conv":

@@ -1,6 +1,6 @@
 """bench/bench_encoder_step.py as a CPU smoke test: each variant in its own process, one row
 per phase and variant, the loss of fairseq's positional convolution equal to the current path's
-to bf16 rounding, and fairseq's attention forward's exactly, with more operators. No timing is
+to bf16 rounding, and fairseq's attention forward's and GELU's exactly, with more operators. No timing is
 asserted; the GPU figures need a GPU."""
 
 import subprocess
@@ -13,7 +13,7 @@ def test_the_bench_times_the_current_step_and_a_variant_in_both_phases(tmp_path)
     table = tmp_path / "encoder_step.md"
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "bench_encoder_step.py"), "--device", "cpu", "--precision", "bf16",
-         "--variants", "current", "conv-pos-conv", "fairseq-attention", "--steps", "1", "--table", str(table)],
+         "--variants", "current", "conv-pos-conv", "fairseq-attention", "fairseq-gelu", "--steps", "1", "--table", str(table)],
         capture_output=True, text=True, timeout=600,
     )
     assert_succeeded(result)
@@ -21,7 +21,7 @@ def test_the_bench_times_the_current_step_and_a_variant_in_both_phases(tmp_path)
     header, *runs = [[cell.strip() for cell in row] for row in rows]
     runs = {(row[0], row[1]): dict(zip(header, row)) for row in runs}
     assert set(runs) == {(phase, variant) for phase in ("pretraining", "finetuning")
-                         for variant in ("current", "conv-pos-conv", "fairseq-attention")}
+                         for variant in ("current", "conv-pos-conv", "fairseq-attention", "fairseq-gelu")}
     for row in runs.values():
         assert float(row["cold ms/step"]) > 0 and float(row["warm ms/step"]) > 0, row
         assert 0 < float(row["host ms/step (warm)"]) <= float(row["warm ms/step"]), row
@@ -34,3 +34,7 @@ def test_the_bench_times_the_current_step_and_a_variant_in_both_phases(tmp_path)
         # The tiny encoder's 2 layers: fairseq's bias concatenation and mask handling, 7
         # operators a layer forward and backward.
         assert int(fairseqs["operators/step"]) - int(current["operators/step"]) == 14, (current, fairseqs)
+        # fairseq's gelu: a copy to float32 and one back, forward and backward, in each layer.
+        gelu = runs[(phase, "fairseq-gelu")]
+        assert float(gelu["Δ loss vs current (relative)"]) == 0.0, gelu
+        assert int(gelu["operators/step"]) - int(current["operators/step"]) == 8, (current, gelu)
