@@ -79,6 +79,14 @@ def assert_succeeded(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def table_rows(text: str, *first_cells: str) -> List[List[str]]:
+    """The cells, stripped, of each markdown table row in ``text`` whose first cell starts
+    with one of ``first_cells``."""
+    prefixes = tuple(f"| {cell}" for cell in first_cells)
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith(prefixes)]
+
+
 @pytest.fixture(scope="session")
 def tone_corpus(tmp_path_factory):
     """Audio with 11 tone classes; 'km11' labels = the class, 'km5' labels = class mod 5."""

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, assert_succeeded
+from conftest import REPO_ROOT, assert_succeeded, table_rows
 
 
 def test_the_bench_times_fairseqs_loops_and_ours_to_the_same_weights():
@@ -16,9 +16,7 @@ def test_the_bench_times_fairseqs_loops_and_ours_to_the_same_weights():
     )
     assert_succeeded(result)
     assert "HuBERT narrow weights (214 tensors)" in result.stdout, result.stdout
-    rows = {cells[0]: cells[1:] for cells in (
-        [cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()
-        if line.startswith("| f"))}
+    rows = {cells[0]: cells[1:] for cells in table_rows(result.stdout, "f")}
     assert set(rows) == {"fairseq", "foreach"}
     for host_ms, update_ms, launches in rows.values():
         assert 0 < float(host_ms) <= float(update_ms) and int(launches) > 214

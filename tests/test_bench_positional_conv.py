@@ -5,7 +5,7 @@ need a GPU."""
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, assert_succeeded
+from conftest import REPO_ROOT, assert_succeeded, table_rows
 
 
 def test_the_bench_times_both_fft_sizes_in_both_phases():
@@ -15,9 +15,7 @@ def test_the_bench_times_both_fft_sizes_in_both_phases():
         capture_output=True, text=True, timeout=300,
     )
     assert_succeeded(result)
-    rows = {cells[0]: cells[1:] for cells in (
-        [cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()
-        if line.startswith(("| pretraining", "| finetuning")))}
+    rows = {cells[0]: cells[1:] for cells in table_rows(result.stdout, "pretraining", "finetuning")}
     assert set(rows) == {"pretraining", "finetuning"}
     for batches, awkward, *milliseconds, faster, difference in rows.values():
         assert int(batches) == 2 and 0 <= int(awkward) <= 2

@@ -5,7 +5,7 @@ the GPU figures need a GPU."""
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, assert_succeeded
+from conftest import REPO_ROOT, assert_succeeded, table_rows
 
 
 def test_the_bench_times_both_draws_in_both_phases():
@@ -15,9 +15,7 @@ def test_the_bench_times_both_draws_in_both_phases():
         capture_output=True, text=True, timeout=300,
     )
     assert_succeeded(result)
-    rows = {(cells[0], cells[1]): cells[2:] for cells in (
-        [cell.strip() for cell in line.strip("|").split("|")] for line in result.stdout.splitlines()
-        if line.startswith(("| pretraining", "| finetuning")))}
+    rows = {(cells[0], cells[1]): cells[2:] for cells in table_rows(result.stdout, "pretraining", "finetuning")}
     assert set(rows) == {(phase, draw) for phase in ("pretraining", "finetuning") for draw in ("fairseq", "device")}
     for (phase, draw), (host_ms, ms, waits, masked) in rows.items():
         assert 0 < float(host_ms) <= float(ms) and float(masked) > 0
