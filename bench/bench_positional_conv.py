@@ -33,9 +33,7 @@ from bench_encoder_step import batch_lengths, synchronize  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-from fairseq_flea.hubert.fast_paths import (  # noqa: E402
-    FAST_FFT_FACTORS, conv1d_by_fft, fast_fft_size, padded_input_length,
-)
+from fairseq_flea.hubert.fast_paths import conv1d_by_fft, fast_fft_size, padded_input_length  # noqa: E402
 
 PHASES = ("pretraining", "finetuning")
 WAYS: Dict[str, Callable[[int], int]] = {"input length": padded_input_length, "fast sizes": fast_fft_size}
@@ -49,11 +47,9 @@ def encoder_frames(samples: int) -> int:
     return frames
 
 
-def awkward(size: int) -> bool:
-    for factor in FAST_FFT_FACTORS:
-        while size % factor == 0:
-            size //= factor
-    return size > 1
+def awkward(length: int) -> bool:
+    """Whether ``length`` has a prime factor above 7."""
+    return fast_fft_size(length) != length
 
 
 def forward_and_backward(conv: torch.nn.Conv1d, x: torch.Tensor, fft_size: Callable[[int], int]) -> torch.Tensor:

@@ -270,29 +270,31 @@ def positional_convs_by_convolution(model: nn.Module) -> int:
     return len(convs)
 
 
+def replace_gelu(model: nn.Module, current: Callable, replacement: Callable) -> int:
+    """Give every transformer layer of ``model`` whose activation is ``current`` the
+    ``replacement``; returns the number of layers changed."""
+    layers = [layer for layer in model.modules()
+              if isinstance(layer, TransformerSentenceEncoderLayer) and layer.activation_fn is current]
+    for layer in layers:
+        layer.activation_fn = replacement
+    return len(layers)
+
+
 def gelu_in_input_dtype(model: nn.Module) -> int:
     """Let every transformer layer of ``model`` apply PyTorch's GELU in its input's dtype
     instead of fairseq's ``gelu``, which copies a bf16 or fp16 input to float32 and the result
     back. PyTorch computes a bf16 or fp16 GELU in float32 and rounds once, so the values and
-    gradients are the same (on CPU, results of at most bf16's smallest normal number, 1.2e-38,
-    come out as -0), without the two copies, their two backward copies and the float32 copy kept for the
-    backward (a quarter of a layer's feed-forward activations); returns the number of layers
-    changed."""
-    layers = [layer for layer in model.modules()
-              if isinstance(layer, TransformerSentenceEncoderLayer) and layer.activation_fn is fairseq_gelu]
-    for layer in layers:
-        layer.activation_fn = F.gelu
-    return len(layers)
+    gradients are the same (on CPU, results of at most bf16's smallest normal number,
+    1.2e-38, come out as -0), without the two copies, their two backward copies and the
+    float32 copy kept for the backward (a quarter of a layer's feed-forward activations);
+    returns the number of layers changed."""
+    return replace_gelu(model, fairseq_gelu, F.gelu)
 
 
 def gelu_by_fairseq(model: nn.Module) -> int:
     """Undo ``gelu_in_input_dtype`` (to measure the difference); returns the number of layers
     changed back."""
-    layers = [layer for layer in model.modules()
-              if isinstance(layer, TransformerSentenceEncoderLayer) and layer.activation_fn is F.gelu]
-    for layer in layers:
-        layer.activation_fn = fairseq_gelu
-    return len(layers)
+    return replace_gelu(model, F.gelu, fairseq_gelu)
 
 
 def attention_without_cudnn() -> None:
