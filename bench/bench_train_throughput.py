@@ -72,8 +72,9 @@ MEDIAN_SECONDS, LOG_SPREAD, SHORTEST, LONGEST = 3.6, 0.6, 0.6, 20.0
 # pretraining; one speaker of the held-out session validates fine-tuning. The projection
 # draws a fold's lengths as the bench draws its corpus and batches them as fairseq would with
 # the run's config: an epoch's updates and new batch shapes scale by the training batches
-# (training_batches), a validation's time by the samples it computes on (validation_samples):
-# the bench's few validation utterances make batches padded far more than a fold's.
+# (training_batches), a validation's steps and later batches by the samples it computes on
+# (validation_samples; the bench's few validation utterances make batches padded far more than
+# a fold's), while what it spends once (its first batch, set-up, logging) stays.
 FOLD_TRAIN_UTTERANCES = 4425
 FOLD_PRETRAIN_VALID_UTTERANCES = 221
 FOLD_FINETUNE_VALID_UTTERANCES = 553
@@ -305,6 +306,39 @@ def count_events(full_updates: float, full_epochs: float, every_epochs: int, eve
 
 
 @dataclass
+class ValidationParts:
+    """The validations' seconds, summed over them, by what they went to."""
+    steps: float  # fairseq's valid_step: each batch's forward, loss and metrics
+    first_batch_waits: float  # next() before each validation's first step: its first batch
+    later_batch_waits: float  # next() after it, for batches the loader reads during the steps
+    rest: float  # setting up the iterator, switching the model, reducing and logging metrics
+
+    @property
+    def once_per_validation(self) -> float:
+        return self.first_batch_waits + self.rest
+
+    @property
+    def per_batch(self) -> float:
+        return self.steps + self.later_batch_waits
+
+
+def validation_parts(record: dict) -> Optional[ValidationParts]:
+    """Where the validations' time went; None for records from before their steps were recorded."""
+    if "valid_steps" not in record:
+        return None
+    steps = first = later = rest = 0.0
+    for start, end in record["validations"]:
+        in_steps = overlap(record["valid_steps"], start, end)
+        first_step = min((a for a, _ in record["valid_steps"] if start <= a <= end), default=end)
+        waits = [(a, b) for a, b in record["valid_batch_waits"] if start <= a and b <= end]
+        before_first_step = sum(b - a for a, b in waits if b <= first_step)
+        after = sum(b - a for a, b in waits if b > first_step)
+        steps, first, later = steps + in_steps, first + before_first_step, later + after
+        rest += end - start - in_steps - before_first_step - after
+    return ValidationParts(steps=steps, first_batch_waits=first, later_batch_waits=later, rest=rest)
+
+
+@dataclass
 class Summary:
     updates_per_second: float
     audio_per_second: float
@@ -329,6 +363,7 @@ class Summary:
     gaps_within_epochs: List[float]
     gaps_at_epoch_ends: List[float]
     batch_waits_within_epochs: List[float]
+    validation_parts: Optional[ValidationParts]
 
 
 def spans_between_steps(record: dict) -> Iterator[Tuple[float, float, float, bool]]:
@@ -431,7 +466,12 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
                                     dataset["validate_interval_updates"])
     full_saves = count_events(full_updates, full_epochs, checkpoint["save_interval"],
                               checkpoint["save_interval_updates"])
-    per_validation = validation / max(1, len(record["validations"])) * valid_scale
+    # A fold's validation computes on `valid_scale` times the samples; what it spends once
+    # (its first batch, set-up, logging) it spends once there too.
+    parts = validation_parts(record)
+    scaled_validation = (parts.once_per_validation + parts.per_batch * valid_scale if parts
+                         else validation * valid_scale)
+    per_validation = scaled_validation / max(1, len(record["validations"]))
     per_save = saving / max(1, len(record["saves"]))
     # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
     # run over few utterances has far more epoch ends per update than a full one.
@@ -449,7 +489,7 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
         outside_share=outside / wall, projected_outside_share=full_fixed / (full_fixed + full_steps),
         parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
         gaps_within_epochs=gaps[0], gaps_at_epoch_ends=gaps[1],
-        batch_waits_within_epochs=batch_waits_within_epochs(record),
+        batch_waits_within_epochs=batch_waits_within_epochs(record), validation_parts=parts,
     )
 
 
@@ -490,8 +530,15 @@ def format_details(run: Run, summary: Summary) -> str:
     waits = summary.batch_waits_within_epochs
     gaps += (f", of which {1000 * statistics.mean(waits):.1f} ms waiting for the next batch" if waits else "")
     gaps += (f", mean {1000 * statistics.mean(across):.1f} ms at {len(across)} epoch end(s)" if across else "")
+    validating = summary.validation_parts
+    validations = (f"; a validation: {1000 * summary.validation / summary.validations:.0f} ms, of which "
+                   f"{1000 * validating.steps / summary.validations:.0f} ms in its steps, "
+                   f"{1000 * validating.first_batch_waits / summary.validations:.0f} ms waiting for its first batch, "
+                   f"{1000 * validating.later_batch_waits / summary.validations:.0f} ms for the others"
+                   if validating and summary.validations else "")
     return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
-            f"operators by their own time: {top or '-'}; between steps (validation and saving left out): {gaps}")
+            f"operators by their own time: {top or '-'}; between steps (validation and saving left out): {gaps}"
+            f"{validations}")
 
 
 def main() -> int:

@@ -2,10 +2,10 @@
 """fairseq-hydra-train with timers, for bench/bench_train_throughput.py.
 
 Same command line, same fairseq code path (``fairseq_cli.hydra_train.cli_main``): only
-fairseq's ``Trainer.train_step``, ``validate``, ``save_checkpoint`` and per-epoch ``train``
-are wrapped to record when they start and end (CUDA synchronised on both sides), and the
-training loop's ``next()`` on fairseq's batch iterator, to tell waiting for data from the
-rest of the time between steps (``next()`` of validation left out). One step
+fairseq's ``Trainer.train_step``, ``validate``, ``Trainer.valid_step``, ``save_checkpoint`` and
+per-epoch ``train`` are wrapped to record when they start and end (CUDA synchronised on both
+sides), and the outermost ``next()`` on fairseq's batch iterators, to tell waiting for data
+from the rest of the time between steps and within a validation. One step
 also runs under ``torch.utils.flop_counter.FlopCounterMode`` and another under the PyTorch
 profiler (which attention kernel ran, how long the GPU was busy, where its time went); both
 are left out of the timings. The record is written as JSON to $FLEA_TRAINING_TIMES.
@@ -56,7 +56,7 @@ CANDIDATE_CHANGES = ("cudnn-benchmark", "expandable-segments", "cudnn-attention"
                      "compiled-layers")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": [],
-          "batch_waits": []}
+          "batch_waits": [], "valid_steps": [], "valid_batch_waits": []}
 
 
 def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
@@ -215,12 +215,13 @@ def timed_train_step(trainer, samples, raise_oom=False):
 
 original_next_batch = iterators.CountingIterator.__next__
 # fairseq nests its iterators (GroupedIterator is a CountingIterator over one): only the
-# outermost next() is recorded; none during validation, whose batches are inside its span.
+# outermost next() is recorded, apart for training and for validation, whose own waits are
+# inside its span.
 batch_iterators = {"depth": 0, "validating": False}
 
 
 def timed_next_batch(iterator):
-    outermost = batch_iterators["depth"] == 0 and not batch_iterators["validating"]
+    outermost = batch_iterators["depth"] == 0
     batch_iterators["depth"] += 1
     start = time.time()
     try:
@@ -228,10 +229,11 @@ def timed_next_batch(iterator):
     finally:
         batch_iterators["depth"] -= 1
         if outermost:
-            record["batch_waits"].append([start, time.time()])
+            kind = "valid_batch_waits" if batch_iterators["validating"] else "batch_waits"
+            record[kind].append([start, time.time()])
 
 
-def without_batch_waits(function):
+def batch_waits_as_validations(function):
     def wrapper(*args, **kwargs):
         batch_iterators["validating"] = True
         try:
@@ -265,7 +267,8 @@ def main() -> None:
     Trainer.train_step = timed_train_step
     fairseq_train.train = timed_epoch
     iterators.CountingIterator.__next__ = timed_next_batch
-    fairseq_train.validate = timed("validations", without_batch_waits(fairseq_train.validate))
+    fairseq_train.validate = timed("validations", batch_waits_as_validations(fairseq_train.validate))
+    Trainer.valid_step = timed("valid_steps", Trainer.valid_step)
     # fairseq keeps the best score as an attribute of save_checkpoint: keep it on the wrapper.
     checkpoint_utils.save_checkpoint = timed("saves", checkpoint_utils.save_checkpoint)
     try:

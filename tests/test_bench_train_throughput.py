@@ -46,6 +46,9 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     assert re.search(r"between steps \(validation and saving left out\): .*mean [\d.]+ ms at \d+ epoch end", table.read_text())
     # and how much of it the training loop spent waiting for its next batch.
     assert re.search(r"within an epoch, of which [\d.]+ ms waiting for the next batch", table.read_text())
+    # A validation's time, split into its steps and its waits for batches.
+    assert re.search(r"a validation: \d+ ms, of which \d+ ms in its steps, \d+ ms waiting for its first batch",
+                     table.read_text())
     # fairseq's length buckets cropped to their shortest member keep most, never all, of the audio.
     kept = re.search(r"keep ([\d.]+) % of an IEMOCAP-like fold's audio", table.read_text())
     assert kept and 50 < float(kept.group(1)) < 100
@@ -103,6 +106,23 @@ def test_the_wait_for_the_next_batch_is_told_from_the_rest_between_steps():
     assert [round(wait, 3) for wait in batch_waits_within_epochs(record)] == [0.006]
     # Records of runs before the waits were recorded: none.
     assert batch_waits_within_epochs({**record, "batch_waits": []}) == []
+
+
+def test_a_validation_is_split_into_what_it_spends_once_and_what_per_batch():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from bench_train_throughput import validation_parts
+
+    record = {"validations": [[10.0, 10.5], [20.0, 20.3]],
+              # the first validation waits 0.1 s for its first batch, 0.02 s for its second
+              "valid_batch_waits": [[10.01, 10.01], [10.02, 10.12], [10.3, 10.32], [20.0, 20.05]],
+              "valid_steps": [[10.15, 10.3], [10.32, 10.45], [20.1, 20.25]]}
+    parts = validation_parts(record)
+    assert round(parts.steps, 3) == 0.43
+    assert round(parts.first_batch_waits, 3) == 0.15 and round(parts.later_batch_waits, 3) == 0.02
+    assert round(parts.rest, 3) == 0.2  # set-up, logging
+    assert round(parts.once_per_validation, 3) == 0.35 and round(parts.per_batch, 3) == 0.45
+    # Records from before the validations' steps were recorded: scaled whole, as before.
+    assert validation_parts({"validations": record["validations"]}) is None
 
 
 def test_a_folds_epoch_is_projected_by_the_batches_fairseq_makes_of_it():
