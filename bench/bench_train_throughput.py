@@ -157,19 +157,29 @@ def audio_kept_by_cropping(sizes: np.ndarray, max_tokens: int, task) -> float:
     return batched_samples(counted, max_tokens, None, cropped=True) / float(sizes.sum())
 
 
+def validated_sizes(sizes: np.ndarray, phase: str, config: dict) -> np.ndarray:
+    """The lengths a validation of ``sizes`` batches: pretraining's at most task.max_sample_size;
+    those above max_tokens_valid left out, as skip_invalid_size_inputs_valid_test leaves them."""
+    if phase == "pretraining":
+        sizes = np.minimum(sizes, config["task"]["max_sample_size"])
+    max_tokens = config["dataset"]["max_tokens_valid"]
+    return sizes[sizes <= max_tokens] if max_tokens else sizes
+
+
 def validation_samples(sizes: np.ndarray, phase: str, config: dict) -> int:
     """The samples a validation of ``sizes`` computes on with a run's (resolved) config:
     pretraining crops each batch to its shortest utterance (at most task.max_sample_size),
-    fine-tuning pads each to its longest, full length. Utterances above max_tokens_valid are
-    left out, as skip_invalid_size_inputs_valid_test leaves them out."""
+    fine-tuning pads each to its longest, full length."""
     dataset = config["dataset"]
-    pretraining = phase == "pretraining"
-    if pretraining:
-        sizes = np.minimum(sizes, config["task"]["max_sample_size"])
-    max_tokens = dataset["max_tokens_valid"]
-    if max_tokens:
-        sizes = sizes[sizes <= max_tokens]
-    return batched_samples(sizes, max_tokens, dataset["batch_size_valid"], cropped=pretraining)
+    return batched_samples(validated_sizes(sizes, phase, config), dataset["max_tokens_valid"],
+                           dataset["batch_size_valid"], cropped=phase == "pretraining")
+
+
+def validation_batches(sizes: np.ndarray, phase: str, config: dict) -> int:
+    """How many batches a validation of ``sizes`` has with a run's (resolved) config."""
+    dataset = config["dataset"]
+    return len(length_sorted_batches(validated_sizes(sizes, phase, config), dataset["max_tokens_valid"],
+                                     dataset["batch_size_valid"]))
 
 
 def validation_utterances(train_utterances: int) -> int:
@@ -307,7 +317,8 @@ def count_events(full_updates: float, full_epochs: float, every_epochs: int, eve
 
 @dataclass
 class ValidationParts:
-    """The validations' seconds, summed over them, by what they went to."""
+    """Validations' seconds, summed over them, by what they went to."""
+    validations: int
     steps: float  # fairseq's valid_step: each batch's forward, loss and metrics
     first_batch_waits: float  # next() before each validation's first step: its first batch
     later_batch_waits: float  # next() after it, for batches the loader reads during the steps
@@ -322,12 +333,26 @@ class ValidationParts:
         return self.steps + self.later_batch_waits
 
 
-def validation_parts(record: dict) -> Optional[ValidationParts]:
-    """Where the validations' time went; None for records from before their steps were recorded."""
+def warm_validations(record: dict) -> Tuple[List[List[float]], float]:
+    """The validations a validation's cost is taken from, and the first validation's extra
+    seconds for batch shapes new to the GPU. Where the bench's second pass over the first
+    validation's batches was recorded (``warm_validation``): the later validations and that
+    pass, and the first validation's time above the pass; in older records: every validation
+    as measured, and none."""
+    warm = record.get("warm_validation", [])
+    if not warm:
+        return record["validations"], 0.0
+    (first_start, first_end), (warm_start, warm_end) = record["validations"][0], warm[0]
+    return [*record["validations"][1:], *warm], max(0.0, (first_end - first_start) - (warm_end - warm_start))
+
+
+def validation_parts(record: dict, validations: Sequence[Sequence[float]]) -> Optional[ValidationParts]:
+    """Where the time of these validations of the record went; None for records from before
+    their steps were recorded."""
     if "valid_steps" not in record:
         return None
     steps = first = later = rest = 0.0
-    for start, end in record["validations"]:
+    for start, end in validations:
         in_steps = overlap(record["valid_steps"], start, end)
         first_step = min((a for a, _ in record["valid_steps"] if start <= a <= end), default=end)
         waits = [(a, b) for a, b in record["valid_batch_waits"] if start <= a and b <= end]
@@ -335,7 +360,8 @@ def validation_parts(record: dict) -> Optional[ValidationParts]:
         after = sum(b - a for a, b in waits if b > first_step)
         steps, first, later = steps + in_steps, first + before_first_step, later + after
         rest += end - start - in_steps - before_first_step - after
-    return ValidationParts(steps=steps, first_batch_waits=first, later_batch_waits=later, rest=rest)
+    return ValidationParts(validations=len(validations), steps=steps, first_batch_waits=first,
+                           later_batch_waits=later, rest=rest)
 
 
 @dataclass
@@ -363,14 +389,15 @@ class Summary:
     gaps_within_epochs: List[float]
     gaps_at_epoch_ends: List[float]
     batch_waits_within_epochs: List[float]
-    validation_parts: Optional[ValidationParts]
+    validation_parts: Optional[ValidationParts]  # of the validations whose batch shapes were seen
+    validation_new_shapes: float  # the first validation's extra
 
 
 def spans_between_steps(record: dict) -> Iterator[Tuple[float, float, float, bool]]:
     """Each span from a step's end to the next one's start: (start, end, its seconds with
     validation and saving left out, whether an epoch ended in it, where fairseq starts a new
     epoch's iterator and loader workers)."""
-    interruptions = [*record["validations"], *record["saves"]]
+    interruptions = [*record["validations"], *record.get("warm_validation", []), *record["saves"]]
     epoch_ends = [epoch["end"] for epoch in record["epochs"]]
     for before, after in zip(record["steps"], record["steps"][1:]):
         start, end = before["end"], after["start"]
@@ -421,7 +448,7 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
     special = [s for s in steps if instrumented(s)]
     steady, first_epoch = steady_steps(record)
     window_start, window_end = steady[0]["start"], steady[-1]["end"]
-    interruptions = [*record["validations"], *record["saves"],
+    interruptions = [*record["validations"], *record.get("warm_validation", []), *record["saves"],
                      *[[s["start"], s["end"]] for s in special]]
     window = window_end - window_start - overlap(interruptions, window_start, window_end)
     updates_per_second = len(steady) / window
@@ -443,7 +470,8 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
     waiting = sum(gaps[0]) + sum(gaps[1])
     startup = first - run.spawned
     exit_seconds = run.ended - record["training_done"]
-    wall = run.ended - run.spawned
+    # The bench's second pass over the first validation is no part of a run.
+    wall = run.ended - run.spawned - sum(b - a for a, b in record.get("warm_validation", []))
     # Validation and saving after the last step (the final ones) are outside [first, last].
     outside = wall - in_steps
 
@@ -459,25 +487,30 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
     else:
         full_epochs, fold_validation_utterances = FULL_FINETUNING_EPOCHS, FOLD_FINETUNE_VALID_UTTERANCES
         full_updates = full_epochs * updates_per_epoch
-    valid_scale = (validation_samples(utterance_lengths(fold_validation_utterances, seed=2), run.phase, run.config)
+    fold_validation = utterance_lengths(fold_validation_utterances, seed=2)
+    valid_scale = (validation_samples(fold_validation, run.phase, run.config)
                    / validation_samples(lengths["valid"], run.phase, run.config))
+    valid_batch_scale = (validation_batches(fold_validation, run.phase, run.config)
+                         / validation_batches(lengths["valid"], run.phase, run.config))
     checkpoint, dataset = run.config["checkpoint"], run.config["dataset"]
     full_validations = count_events(full_updates, full_epochs, dataset["validate_interval"],
                                     dataset["validate_interval_updates"])
     full_saves = count_events(full_updates, full_epochs, checkpoint["save_interval"],
                               checkpoint["save_interval_updates"])
     # A fold's validation computes on `valid_scale` times the samples; what it spends once
-    # (its first batch, set-up, logging) it spends once there too.
-    parts = validation_parts(record)
+    # (its first batch, set-up, logging) it spends once there too. Its batch shapes are new
+    # to the GPU in the first validation only.
+    warm, validation_new_shapes = warm_validations(record)
+    parts = validation_parts(record, warm)
     scaled_validation = (parts.once_per_validation + parts.per_batch * valid_scale if parts
-                         else validation * valid_scale)
-    per_validation = scaled_validation / max(1, len(record["validations"]))
+                         else sum(b - a for a, b in warm) * valid_scale)
+    per_validation = scaled_validation / max(1, len(warm))
     per_save = saving / max(1, len(record["saves"]))
     # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
     # run over few utterances has far more epoch ends per update than a full one.
     full_waiting = sum(statistics.mean(part) * count for part, count in zip(gaps, (full_updates, full_epochs)) if part)
     full_fixed = (startup + exit_seconds + full_validations * per_validation + full_saves * per_save
-                  + full_waiting + new_shapes * scale)
+                  + full_waiting + new_shapes * scale + validation_new_shapes * valid_batch_scale)
     full_steps = full_updates * mean_step
     return Summary(
         updates_per_second=updates_per_second, audio_per_second=audio_per_second,
@@ -490,6 +523,7 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
         parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
         gaps_within_epochs=gaps[0], gaps_at_epoch_ends=gaps[1],
         batch_waits_within_epochs=batch_waits_within_epochs(record), validation_parts=parts,
+        validation_new_shapes=validation_new_shapes,
     )
 
 
@@ -531,11 +565,15 @@ def format_details(run: Run, summary: Summary) -> str:
     gaps += (f", of which {1000 * statistics.mean(waits):.1f} ms waiting for the next batch" if waits else "")
     gaps += (f", mean {1000 * statistics.mean(across):.1f} ms at {len(across)} epoch end(s)" if across else "")
     validating = summary.validation_parts
-    validations = (f"; a validation: {1000 * summary.validation / summary.validations:.0f} ms, of which "
-                   f"{1000 * validating.steps / summary.validations:.0f} ms in its steps, "
-                   f"{1000 * validating.first_batch_waits / summary.validations:.0f} ms waiting for its first batch, "
-                   f"{1000 * validating.later_batch_waits / summary.validations:.0f} ms for the others"
-                   if validating and summary.validations else "")
+    validations = ""
+    if validating and validating.validations:
+        count = validating.validations
+        validations = (f"; a validation with batch shapes seen before: "
+                       f"{1000 * (validating.once_per_validation + validating.per_batch) / count:.0f} ms, of which "
+                       f"{1000 * validating.steps / count:.0f} ms in its steps, "
+                       f"{1000 * validating.first_batch_waits / count:.0f} ms waiting for its first batch, "
+                       f"{1000 * validating.later_batch_waits / count:.0f} ms for the others; "
+                       f"the first validation {1000 * summary.validation_new_shapes:.0f} ms more (new shapes)")
     return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
             f"operators by their own time: {top or '-'}; between steps (validation and saving left out): {gaps}"
             f"{validations}")

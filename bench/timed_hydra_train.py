@@ -5,7 +5,8 @@ Same command line, same fairseq code path (``fairseq_cli.hydra_train.cli_main``)
 fairseq's ``Trainer.train_step``, ``validate``, ``Trainer.valid_step``, ``save_checkpoint`` and
 per-epoch ``train`` are wrapped to record when they start and end (CUDA synchronised on both
 sides), and the outermost ``next()`` on fairseq's batch iterators, to tell waiting for data
-from the rest of the time between steps and within a validation. One step
+from the rest of the time between steps and within a validation. The first validation runs
+twice, the second pass timed apart (its log lines appear twice). One step
 also runs under ``torch.utils.flop_counter.FlopCounterMode`` and another under the PyTorch
 profiler (which attention kernel ran, how long the GPU was busy, where its time went); both
 are left out of the timings. The record is written as JSON to $FLEA_TRAINING_TIMES.
@@ -56,7 +57,7 @@ CANDIDATE_CHANGES = ("cudnn-benchmark", "expandable-segments", "cudnn-attention"
                      "compiled-layers")
 
 record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": [],
-          "batch_waits": [], "valid_steps": [], "valid_batch_waits": []}
+          "batch_waits": [], "valid_steps": [], "valid_batch_waits": [], "warm_validation": []}
 
 
 def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
@@ -244,6 +245,23 @@ def batch_waits_as_validations(function):
     return wrapper
 
 
+def validate_and_once_again(validate):
+    """fairseq's validate, timed; the first one is followed by a second pass over the same
+    batches, timed apart ("warm_validation", its result dropped): what a validation costs once
+    its batch shapes are not new to the GPU, as in a long run's later validations, where a
+    short run may validate only once."""
+    timed_validate = timed("validations", batch_waits_as_validations(validate))
+    warm_validate = timed("warm_validation", batch_waits_as_validations(validate))
+
+    def wrapper(*args, **kwargs):
+        result = timed_validate(*args, **kwargs)
+        if not record["warm_validation"]:
+            warm_validate(*args, **kwargs)
+        return result
+
+    return wrapper
+
+
 original_trainer_init = Trainer.__init__
 
 
@@ -267,7 +285,7 @@ def main() -> None:
     Trainer.train_step = timed_train_step
     fairseq_train.train = timed_epoch
     iterators.CountingIterator.__next__ = timed_next_batch
-    fairseq_train.validate = timed("validations", batch_waits_as_validations(fairseq_train.validate))
+    fairseq_train.validate = validate_and_once_again(fairseq_train.validate)
     Trainer.valid_step = timed("valid_steps", Trainer.valid_step)
     # fairseq keeps the best score as an attribute of save_checkpoint: keep it on the wrapper.
     checkpoint_utils.save_checkpoint = timed("saves", checkpoint_utils.save_checkpoint)

@@ -2,6 +2,7 @@
 fairseq-hydra-train, one row per phase with rates, counted FLOPs, the attention kernel and the
 time outside the steps. No timing is asserted; the GPU figures need a GPU."""
 
+import json
 import re
 import subprocess
 import sys
@@ -47,8 +48,11 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     # and how much of it the training loop spent waiting for its next batch.
     assert re.search(r"within an epoch, of which [\d.]+ ms waiting for the next batch", table.read_text())
     # A validation's time, split into its steps and its waits for batches.
-    assert re.search(r"a validation: \d+ ms, of which \d+ ms in its steps, \d+ ms waiting for its first batch",
-                     table.read_text())
+    assert re.search(r"a validation with batch shapes seen before: \d+ ms, of which \d+ ms in its steps, "
+                     r"\d+ ms waiting for its first batch, .*the first validation \d+ ms more", table.read_text())
+    # The bench's second pass over the first validation's batches is timed apart.
+    record = json.loads((tmp_path / "work" / REPO_ROOT.name / "bf16" / "finetuning" / "times.json").read_text())
+    assert len(record["warm_validation"]) == 1 and record["validations"][0][1] <= record["warm_validation"][0][0]
     # fairseq's length buckets cropped to their shortest member keep most, never all, of the audio.
     kept = re.search(r"keep ([\d.]+) % of an IEMOCAP-like fold's audio", table.read_text())
     assert kept and 50 < float(kept.group(1)) < 100
@@ -74,7 +78,7 @@ def test_rates_are_taken_after_the_first_epoch_where_every_batch_shape_was_seen(
 def test_a_validation_is_projected_by_the_samples_its_batches_compute_on():
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     import numpy as np
-    from bench_train_throughput import validation_samples
+    from bench_train_throughput import validation_batches, validation_samples
 
     def config(max_tokens, batch_size):
         return {"dataset": {"max_tokens_valid": max_tokens, "batch_size_valid": batch_size},
@@ -91,6 +95,9 @@ def test_a_validation_is_projected_by_the_samples_its_batches_compute_on():
     assert validation_samples(spread, "finetuning", config(320000, 64)) == 320000 + 2 * 160000 + 2 * 32000
     # Above max_tokens: left out, as fairseq's skip_invalid_size_inputs_valid_test does.
     assert validation_samples(spread, "finetuning", config(200000, 64)) == 3 * 48000 + 160000
+    # and the batches each validation's shapes come from
+    assert validation_batches(spread, "finetuning", config(320000, 64)) == 3
+    assert validation_batches(spread, "finetuning", config(200000, 64)) == 2
 
 
 def test_the_wait_for_the_next_batch_is_told_from_the_rest_between_steps():
@@ -110,19 +117,27 @@ def test_the_wait_for_the_next_batch_is_told_from_the_rest_between_steps():
 
 def test_a_validation_is_split_into_what_it_spends_once_and_what_per_batch():
     sys.path.insert(0, str(REPO_ROOT / "bench"))
-    from bench_train_throughput import validation_parts
+    from bench_train_throughput import validation_parts, warm_validations
 
     record = {"validations": [[10.0, 10.5], [20.0, 20.3]],
               # the first validation waits 0.1 s for its first batch, 0.02 s for its second
               "valid_batch_waits": [[10.01, 10.01], [10.02, 10.12], [10.3, 10.32], [20.0, 20.05]],
               "valid_steps": [[10.15, 10.3], [10.32, 10.45], [20.1, 20.25]]}
-    parts = validation_parts(record)
+    parts = validation_parts(record, record["validations"])
     assert round(parts.steps, 3) == 0.43
     assert round(parts.first_batch_waits, 3) == 0.15 and round(parts.later_batch_waits, 3) == 0.02
     assert round(parts.rest, 3) == 0.2  # set-up, logging
     assert round(parts.once_per_validation, 3) == 0.35 and round(parts.per_batch, 3) == 0.45
+    assert parts.validations == 2
     # Records from before the validations' steps were recorded: scaled whole, as before.
-    assert validation_parts({"validations": record["validations"]}) is None
+    assert validation_parts({"validations": record["validations"]}, record["validations"]) is None
+
+    # The first validation met new batch shapes; a second pass over its batches did not.
+    warm_record = {"validations": [[10.0, 10.5], [20.0, 20.3]], "warm_validation": [[10.5, 10.8]]}
+    warm, new_shapes = warm_validations(warm_record)
+    assert warm == [[20.0, 20.3], [10.5, 10.8]] and round(new_shapes, 3) == 0.2
+    # Older records: every validation as measured, no extra.
+    assert warm_validations({"validations": record["validations"]}) == (record["validations"], 0.0)
 
 
 def test_a_folds_epoch_is_projected_by_the_batches_fairseq_makes_of_it():
