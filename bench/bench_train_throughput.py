@@ -13,7 +13,8 @@ waits for them: with task.background_checkpoint_writes, the copy to CPU memory; 
 save's write, still going on when training ends, counts in exit), waiting between steps,
 exit. The last column projects that share to a full-length run on one IEMOCAP fold (20,000
 updates of pretraining; 40 epochs of fine-tuning) from the measured parts and the config's
-intervals.
+intervals, started as the recipe starts a training: in a process forked with torch, fairseq
+and torch._dynamo imported, so the start-up after those imports.
 
 --checkouts runs other copies of the project the same way (e.g. the commit before a change,
 from `git worktree add`), so before and after are measured in one run on one machine.
@@ -373,7 +374,8 @@ class Summary:
     kernel_seconds: Optional[float]  # of the profiled step, on the GPU
     busy_in_step: Optional[float]
     attention: str
-    startup: float
+    startup: float  # of a new fairseq-hydra-train process
+    startup_after_imports: Optional[float]  # what a training the recipe forks pays
     in_steps: float
     new_shapes: float
     validation: float
@@ -469,6 +471,9 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
     gaps = gaps_between_steps(record)
     waiting = sum(gaps[0]) + sum(gaps[1])
     startup = first - run.spawned
+    # The recipe forks its trainings from a process with torch, fairseq and torch._dynamo
+    # imported; older records have only the new process's start-up.
+    startup_after_imports = first - record["imports_done"] if "imports_done" in record else None
     exit_seconds = run.ended - record["training_done"]
     # The bench's second pass over the first validation is no part of a run.
     wall = run.ended - run.spawned - sum(b - a for a, b in record.get("warm_validation", []))
@@ -509,7 +514,7 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
     # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
     # run over few utterances has far more epoch ends per update than a full one.
     full_waiting = sum(statistics.mean(part) * count for part, count in zip(gaps, (full_updates, full_epochs)) if part)
-    full_fixed = (startup + exit_seconds + full_validations * per_validation + full_saves * per_save
+    full_fixed = ((startup if startup_after_imports is None else startup_after_imports) + exit_seconds + full_validations * per_validation + full_saves * per_save
                   + full_waiting + new_shapes * scale + validation_new_shapes * valid_batch_scale)
     full_steps = full_updates * mean_step
     return Summary(
@@ -517,7 +522,7 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
         flops_per_audio_second=flops_per_audio_second, mfu=mfu,
         kernel_seconds=busy, busy_in_step=busy / mean_step if busy is not None else None,
         attention=", ".join(profiled.get("attention", [])) or "-",
-        startup=startup, in_steps=in_steps, new_shapes=new_shapes, validation=validation, validations=len(record["validations"]),
+        startup=startup, startup_after_imports=startup_after_imports, in_steps=in_steps, new_shapes=new_shapes, validation=validation, validations=len(record["validations"]),
         saving=saving, saves=len(record["saves"]), waiting=waiting, exit=exit_seconds,
         outside_share=outside / wall, projected_outside_share=full_fixed / (full_fixed + full_steps),
         parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
@@ -574,9 +579,11 @@ def format_details(run: Run, summary: Summary) -> str:
                        f"{1000 * validating.first_batch_waits / count:.0f} ms waiting for its first batch, "
                        f"{1000 * validating.later_batch_waits / count:.0f} ms for the others; "
                        f"the first validation {1000 * summary.validation_new_shapes:.0f} ms more (new shapes)")
+    startup = (f"; start-up after the imports (as the recipe's trainings start): {summary.startup_after_imports:.1f} s"
+               if summary.startup_after_imports is not None else "")
     return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
             f"operators by their own time: {top or '-'}; between steps (validation and saving left out): {gaps}"
-            f"{validations}")
+            f"{validations}{startup}")
 
 
 def main() -> int:

@@ -31,6 +31,11 @@ from fairseq.trainer import Trainer  # noqa: E402
 import fairseq_cli.train as fairseq_train  # noqa: E402
 from fairseq_cli.hydra_train import cli_main  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch._dynamo  # noqa: E402,F401  what PyTorch imports when the first optimizer is built
+
+# The recipe's step processes are forked with these imported
+# (fairseq_flea.recipe.processes.STEP_PROCESS_MODULES): their start-up is what comes after.
+IMPORTS_DONE = time.time()
 
 SAMPLE_RATE = 16000  # every shipped config trains on 16 kHz audio
 # Which step (1-based) to count FLOPs of and to profile; 0: none.
@@ -56,7 +61,7 @@ CANDIDATE_CHANGES = ("cudnn-benchmark", "expandable-segments", "cudnn-attention"
                      "fft-exact-length", "fairseq-gelu", "fairseq-time-masks", "fairseq-attention",
                      "compiled-layers")
 
-record = {"process_started": PROCESS_STARTED, "steps": [], "validations": [], "saves": [], "epochs": [],
+record = {"process_started": PROCESS_STARTED, "imports_done": IMPORTS_DONE, "steps": [], "validations": [], "saves": [], "epochs": [],
           "batch_waits": [], "valid_steps": [], "valid_batch_waits": [], "warm_validation": []}
 
 

@@ -50,6 +50,11 @@ def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     # A validation's time, split into its steps and its waits for batches.
     assert re.search(r"a validation with batch shapes seen before: \d+ ms, of which \d+ ms in its steps, "
                      r"\d+ ms waiting for its first batch, .*the first validation \d+ ms more", table.read_text())
+    # The start-up the recipe's trainings pay, forked with the imports done: less than a new process's.
+    after_imports = [float(x) for x in re.findall(r"start-up after the imports \(as the recipe's trainings start\): ([\d.]+) s",
+                                                  table.read_text())]
+    assert len(after_imports) == len(by_run)
+    assert all(0 < x < float(row["start-up (s)"]) for x, row in zip(after_imports, by_run.values()))
     # The bench's second pass over the first validation's batches is timed apart.
     record = json.loads((tmp_path / "work" / REPO_ROOT.name / "bf16" / "finetuning" / "times.json").read_text())
     assert len(record["warm_validation"]) == 1 and record["validations"][0][1] <= record["warm_validation"][0][0]
