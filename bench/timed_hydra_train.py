@@ -61,8 +61,9 @@ CANDIDATE_CHANGES = ("cudnn-benchmark", "expandable-segments", "cudnn-attention"
                      "fft-exact-length", "fairseq-gelu", "fairseq-time-masks", "fairseq-attention",
                      "compiled-layers")
 
-record = {"process_started": PROCESS_STARTED, "imports_done": IMPORTS_DONE, "steps": [], "validations": [], "saves": [], "epochs": [],
-          "batch_waits": [], "valid_steps": [], "valid_batch_waits": [], "warm_validation": []}
+record = {"process_started": PROCESS_STARTED, "imports_done": IMPORTS_DONE, "steps": [], "validations": [],
+          "saves": [], "epochs": [], "batch_waits": [], "valid_steps": [], "valid_batch_waits": [],
+          "warm_validation": []}
 
 
 def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
