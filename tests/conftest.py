@@ -79,6 +79,14 @@ def assert_succeeded(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def run_bench(script: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    """bench/``script`` with ``args`` as a new process, which must succeed; its output captured."""
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / script), *args],
+                            capture_output=True, text=True, timeout=timeout)
+    assert_succeeded(result)
+    return result
+
+
 def table_rows(text: str, *first_cells: str) -> List[List[str]]:
     """The cells, stripped, of each markdown table row in ``text`` whose first cell starts
     with one of ``first_cells``."""

@@ -3,20 +3,13 @@ per phase and variant, the loss of fairseq's positional convolution equal to the
 to bf16 rounding, and fairseq's attention forward's and GELU's exactly, with more operators. No timing is
 asserted; the GPU figures need a GPU."""
 
-import subprocess
-import sys
-
-from conftest import REPO_ROOT, assert_succeeded
+from conftest import run_bench
 
 
 def test_the_bench_times_the_current_step_and_a_variant_in_both_phases(tmp_path):
     table = tmp_path / "encoder_step.md"
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "bench_encoder_step.py"), "--device", "cpu", "--precision", "bf16",
-         "--variants", "current", "conv-pos-conv", "fairseq-attention", "fairseq-gelu", "--steps", "1", "--table", str(table)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert_succeeded(result)
+    run_bench("bench_encoder_step.py", "--device", "cpu", "--precision", "bf16",
+              "--variants", "current", "conv-pos-conv", "fairseq-attention", "fairseq-gelu", "--steps", "1", "--table", str(table), timeout=600)
     rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.startswith("| ")]
     header, *runs = [[cell.strip() for cell in row] for row in rows]
     runs = {(row[0], row[1]): dict(zip(header, row)) for row in runs}

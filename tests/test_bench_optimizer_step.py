@@ -3,18 +3,12 @@
 need a GPU."""
 
 import re
-import subprocess
-import sys
 
-from conftest import REPO_ROOT, assert_succeeded, table_rows
+from conftest import run_bench, table_rows
 
 
 def test_the_bench_times_fairseqs_loops_and_ours_to_the_same_weights():
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "bench_optimizer_step.py"), "--device", "cpu", "--updates", "3"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert_succeeded(result)
+    result = run_bench("bench_optimizer_step.py", "--device", "cpu", "--updates", "3", timeout=300)
     assert "HuBERT narrow weights (214 tensors)" in result.stdout, result.stdout
     rows = {cells[0]: cells[1:] for cells in table_rows(result.stdout, "f")}
     assert set(rows) == {"fairseq", "foreach"}

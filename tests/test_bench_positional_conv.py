@@ -2,19 +2,12 @@
 batch shapes, the same outputs to float32 rounding. No timing is asserted; the GPU figures
 need a GPU."""
 
-import subprocess
-import sys
-
-from conftest import REPO_ROOT, assert_succeeded, table_rows
+from conftest import run_bench, table_rows
 
 
 def test_the_bench_times_both_fft_sizes_in_both_phases():
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "bench_positional_conv.py"), "--device", "cpu", "--batches", "2",
-         "--passes", "1"],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert_succeeded(result)
+    result = run_bench("bench_positional_conv.py", "--device", "cpu", "--batches", "2",
+                       "--passes", "1", timeout=300)
     rows = {cells[0]: cells[1:] for cells in table_rows(result.stdout, "pretraining", "finetuning")}
     assert set(rows) == {"pretraining", "finetuning"}
     for batches, awkward, *milliseconds, faster, difference in rows.values():

@@ -4,24 +4,19 @@ time outside the steps. No timing is asserted; the GPU figures need a GPU."""
 
 import json
 import re
-import subprocess
 import sys
 
 from omegaconf import OmegaConf
 
-from conftest import REPO_ROOT, assert_succeeded
+from conftest import REPO_ROOT, run_bench
 
 CLIP = "optimization.clip_norm=5.0"  # a config change, as a candidate
 
 
 def test_the_bench_times_both_phases_through_fairseq(tmp_path):
     table = tmp_path / "throughput.md"
-    result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "bench" / "bench_train_throughput.py"), "--device", "cpu",
-         "--updates", "7", "--utterances", "16", "--candidates", f"conv-pos-conv+{CLIP}", "--work-dir", str(tmp_path / "work"), "--table", str(table)],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert_succeeded(result)
+    run_bench("bench_train_throughput.py", "--device", "cpu",
+              "--updates", "7", "--utterances", "16", "--candidates", f"conv-pos-conv+{CLIP}", "--work-dir", str(tmp_path / "work"), "--table", str(table), timeout=600)
     rows = [line.strip("|").split("|") for line in table.read_text().splitlines() if line.startswith("| ")]
     header, *runs = [[cell.strip() for cell in row] for row in rows]
     by_run = {(row[0], row[2]): dict(zip(header, row)) for row in runs}
