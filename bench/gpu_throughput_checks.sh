@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The training-throughput checks BENCHMARKS.md still lists as "not measured on a GPU", in one
+# run that fits ten minutes of one GPU (HuBERT-base size, bf16). Each part has its own time
+# limit, so a slow part leaves the others their time, and its results reach OUT_DIR as soon
+# as it ends:
+#
+#   machine.txt        the GPU, driver, torch, CPU cores and the commit measured
+#   pretraining.md     TAPT: the current code, then with dataset.data_buffer_size=0 (no
+#                      fairseq buffer thread), dataset.num_workers=8, expandable-segments
+#   finetuning.md      fine-tuning: the current code, REFERENCE_CHECKOUT (an older copy of
+#                      the project, e.g. from `git worktree add`), expandable-segments
+#   encoder_step.md    an encoder step: current, fairseq's GELU, compiled layers
+#   benches.log        the positional convolution's FFT sizes and checkpoint loading
+#   NAME.log           what each part printed (console.log: everything)
+#   runs/              each training's times.json, train.log and profile (no checkpoints)
+#
+#   bash bench/gpu_throughput_checks.sh OUT_DIR [REFERENCE_CHECKOUT [REFERENCE_NAME]]
+#   DEVICE=cpu bash bench/gpu_throughput_checks.sh OUT_DIR   # rehearsal: tiny, a few steps each
+#
+# Environment: PYTHON (default python3), DEVICE (cuda), FLEA_COMMIT (default: git's HEAD),
+# LIMIT_PRETRAINING / LIMIT_FINETUNING / LIMIT_ENCODER_STEP / LIMIT_BENCHES (seconds per part;
+# the defaults add up to 545 s on a GPU, 5 minutes each in the CPU rehearsal).
+# Exits non-zero if any part failed or ran out of time; the other parts still run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $# -lt 1 ]]; then
+    echo "usage: $0 OUT_DIR [REFERENCE_CHECKOUT [REFERENCE_NAME]]" >&2
+    exit 2
+fi
+out=$(mkdir -p "$1" && cd "$1" && pwd)
+reference=${2:-}
+reference_name=${3:-$(basename "${reference:-none}")}
+if [[ -n $reference && ! -f $reference/bench/bench_train_throughput.py ]]; then
+    echo "error: $reference: not a copy of the project (no bench/bench_train_throughput.py)" >&2
+    exit 2
+fi
+python=${PYTHON:-python3}
+device=${DEVICE:-cuda}
+work=$(mktemp -d -t flea_gpu_throughput.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+failed=()
+
+exec > >(tee -a "$out/console.log") 2>&1
+
+keep_records() {  # the small files of a part's trainings, not its checkpoints or audio
+    local part=$1
+    [[ -d $work/$part ]] || return 0
+    (cd "$work/$part" && find . -type f \( -name times.json -o -name train.log -o -name profile.txt \) \
+        -exec cp --parents {} "$out/runs/$part/" \;) 2>/dev/null || true
+}
+
+run_part() {  # NAME LIMIT_SECONDS COMMAND...
+    local name=$1 limit=$2 started=$SECONDS status
+    shift 2
+    mkdir -p "$out/runs/$name"
+    echo "== $name (at most ${limit} s): $*"
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$out/$name.log"
+    status=${PIPESTATUS[0]}
+    keep_records "$name"
+    if [[ $status -ne 0 ]]; then
+        [[ $status -eq 124 || $status -eq 137 ]] && echo "== $name: out of time after ${limit} s"
+        failed+=("$name (exit $status)")
+    fi
+    echo "== $name: $((SECONDS - started)) s, exit $status"
+}
+
+{
+    echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "commit: ${FLEA_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+    echo "reference: ${reference:-none} ($reference_name)"
+    echo "cpu cores: $(nproc)"
+    if [[ $device == cuda ]]; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+    fi
+    "$python" -c 'import platform, torch; print(f"python {platform.python_version()}, torch {torch.__version__}, cuda {torch.version.cuda}")'
+} > "$out/machine.txt"
+cat "$out/machine.txt"
+
+# The rehearsal runs every part at its smallest; on a GPU each bench's own defaults hold.
+if [[ $device == cuda ]]; then
+    limits=(230 180 90 45) small_throughput=() small_encoder=() small_conv=() checkpoint_size=base
+else
+    limits=(300 300 300 300) small_throughput=(--updates 6 --utterances 16)
+    small_encoder=(--steps 1 --phases finetuning) small_conv=(--batches 2 --passes 1) checkpoint_size=tiny
+fi
+throughput=("$python" bench/bench_train_throughput.py --device "$device" "${small_throughput[@]}")
+
+run_part pretraining "${LIMIT_PRETRAINING:-${limits[0]}}" "${throughput[@]}" --phases pretraining --names now \
+    --candidates dataset.data_buffer_size=0 dataset.num_workers=8 expandable-segments \
+    --work-dir "$work/pretraining" --table "$out/pretraining.md"
+
+checkouts=(--checkouts . --names now)
+[[ -n $reference ]] && checkouts=(--checkouts . "$reference" --names now "$reference_name")
+run_part finetuning "${LIMIT_FINETUNING:-${limits[1]}}" "${throughput[@]}" --phases finetuning "${checkouts[@]}" \
+    --candidates expandable-segments --work-dir "$work/finetuning" --table "$out/finetuning.md"
+
+run_part encoder_step "${LIMIT_ENCODER_STEP:-${limits[2]}}" "$python" bench/bench_encoder_step.py --device "$device" \
+    --variants current fairseq-gelu compiled-layers "${small_encoder[@]}" --table "$out/encoder_step.md"
+
+run_part benches "${LIMIT_BENCHES:-${limits[3]}}" bash -c \
+    '"$0" bench/bench_positional_conv.py --device "$1" "${@:3}" && "$0" bench/bench_checkpoint_load.py --size "$2"' \
+    "$python" "$device" "$checkpoint_size" "${small_conv[@]}"
+
+if [[ ${#failed[@]} -gt 0 ]]; then
+    echo "failed: ${failed[*]}"
+    exit 1
+fi
+echo "all parts done; results in $out"
