@@ -155,7 +155,7 @@ def test_self_attention_without_general_checks_is_fairseqs_bit_for_bit(dtype, pa
     assert self_attention_by_fairseq(ours) == 2
 
 
-def test_gelu_in_the_input_dtype_gives_fairseqs_values_for_every_bf16_input():
+def test_gelu_in_the_input_dtype_gives_fairseqs_values_for_every_bf16_input_and_its_bf16_gradients():
     from fairseq.modules.gelu import gelu as fairseq_gelu
 
     every = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
@@ -165,12 +165,43 @@ def test_gelu_in_the_input_dtype_gives_fairseqs_values_for_every_bf16_input():
     # Only results of 1.2e-38 (bf16's smallest normal number) or less, which come out as -0 on CPU.
     assert differing.sum() < 600
     assert torch.all(ours[differing] == 0) and theirs[differing].float().abs().max() <= torch.finfo(torch.bfloat16).tiny
-    for dtype in (torch.bfloat16, torch.float16):
-        generator = torch.Generator().manual_seed(0)
-        x = (4 * torch.randn(200000, generator=generator)).to(dtype).requires_grad_()
-        upstream = torch.randn(200000, generator=generator).to(dtype)
-        ours = torch.autograd.grad(torch.nn.functional.gelu(x), x, upstream)[0]
-        assert torch.equal(ours, torch.autograd.grad(fairseq_gelu(x), x, upstream)[0]), dtype
+    ours, theirs, exact = gelu_gradients(torch.bfloat16)
+    assert torch.equal(ours, theirs)
+
+
+def gelu_gradients(dtype: torch.dtype):
+    """GELU's gradients for 200,000 inputs of ``dtype``: PyTorch's in that dtype, fairseq's
+    (through float32), and the exact ones in float64."""
+    from fairseq.modules.gelu import gelu as fairseq_gelu
+
+    generator = torch.Generator().manual_seed(0)
+    x = (4 * torch.randn(200000, generator=generator)).to(dtype).requires_grad_()
+    upstream = torch.randn(200000, generator=generator).to(dtype)
+    ours = torch.autograd.grad(torch.nn.functional.gelu(x), x, upstream)[0]
+    theirs = torch.autograd.grad(fairseq_gelu(x), x, upstream)[0]
+    x64 = x.detach().double()
+    derivative = 0.5 * (1 + torch.erf(x64 / 2**0.5)) + x64 * torch.exp(-x64 * x64 / 2) / (2 * torch.pi) ** 0.5
+    return ours, theirs, derivative * upstream.double()
+
+
+def fp16_steps_apart(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How many steps of fp16 a is from b, element by element (0 for equal; -0 equals 0)."""
+    def ordered(t: torch.Tensor) -> torch.Tensor:
+        bits = t.view(torch.int16).int()
+        return torch.where(bits < 0, -(bits & 0x7FFF), bits)
+
+    return (ordered(a) - ordered(b)).abs()
+
+
+def test_gelu_in_fp16_gives_fairseqs_gradients_to_two_steps_and_as_close_to_exact():
+    # PyTorch's CPU kernels compute fp16 GELU differently from float32 GELU, by CPU: torch 2.13
+    # on an AMD EPYC put 0.9 % of these gradients one fp16 step from fairseq's (AVX2, AVX-512)
+    # and 1.2 % up to two (no vector instructions); other CPUs have given them equal. fairseq
+    # cannot train in fp16 on a CPU; on a GPU the kernel computes in float32: not measured.
+    ours, theirs, exact = gelu_gradients(torch.float16)
+    assert fp16_steps_apart(ours, theirs).max() <= 2
+    ours_error, theirs_error = (ours.double() - exact).abs().mean(), (theirs.double() - exact).abs().mean()
+    assert ours_error <= 1.01 * theirs_error
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
