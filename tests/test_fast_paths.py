@@ -165,7 +165,7 @@ def test_gelu_in_the_input_dtype_gives_fairseqs_values_for_every_bf16_input_and_
     # Only results of 1.2e-38 (bf16's smallest normal number) or less, which come out as -0 on CPU.
     assert differing.sum() < 600
     assert torch.all(ours[differing] == 0) and theirs[differing].float().abs().max() <= torch.finfo(torch.bfloat16).tiny
-    ours, theirs, exact = gelu_gradients(torch.bfloat16)
+    ours, theirs, _ = gelu_gradients(torch.bfloat16)
     assert torch.equal(ours, theirs)
 
 
@@ -197,7 +197,7 @@ def test_gelu_in_fp16_gives_fairseqs_gradients_to_two_steps_and_as_close_to_exac
     # PyTorch's CPU kernels compute fp16 GELU differently from float32 GELU, by CPU: torch 2.13
     # on an AMD EPYC put 0.9 % of these gradients one fp16 step from fairseq's (AVX2, AVX-512)
     # and 1.2 % up to two (no vector instructions); other CPUs have given them equal. fairseq
-    # cannot train in fp16 on a CPU; on a GPU the kernel computes in float32: not measured.
+    # cannot train in fp16 on a CPU; on a GPU: not measured.
     ours, theirs, exact = gelu_gradients(torch.float16)
     assert fp16_steps_apart(ours, theirs).max() <= 2
     ours_error, theirs_error = (ours.double() - exact).abs().mean(), (theirs.double() - exact).abs().mean()
