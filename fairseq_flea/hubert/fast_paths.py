@@ -283,11 +283,11 @@ def replace_gelu(model: nn.Module, current: Callable, replacement: Callable) -> 
 def gelu_in_input_dtype(model: nn.Module) -> int:
     """Let every transformer layer of ``model`` apply PyTorch's GELU in its input's dtype
     instead of fairseq's ``gelu``, which copies a bf16 or fp16 input to float32 and the result
-    back. PyTorch computes a bf16 or fp16 GELU in float32 and rounds once, so the values and
-    gradients are the same (on CPU, results of at most bf16's smallest normal number,
-    1.2e-38, come out as -0), without the two copies, their two backward copies and the
-    float32 copy kept for the backward (a quarter of a layer's feed-forward activations);
-    returns the number of layers changed."""
+    back. In bf16 the values and gradients are the same (on CPU, results of at most bf16's
+    smallest normal number, 1.2e-38, come out as -0); in fp16 some CPUs' kernels put about 1 %
+    of them one or two fp16 steps away, as exact on average. Saved: the two copies, their two
+    backward copies and the float32 copy kept for the backward (a quarter of a layer's
+    feed-forward activations); returns the number of layers changed."""
     return replace_gelu(model, fairseq_gelu, F.gelu)
 
 
