@@ -395,11 +395,16 @@ class Summary:
     validation_new_shapes: float  # the first validation's extra
 
 
+def validations_and_saves(record: dict) -> List[List[float]]:
+    """The spans in which a run validated (the bench's second pass included) or saved."""
+    return [*record["validations"], *record.get("warm_validation", []), *record["saves"]]
+
+
 def spans_between_steps(record: dict) -> Iterator[Tuple[float, float, float, bool]]:
     """Each span from a step's end to the next one's start: (start, end, its seconds with
     validation and saving left out, whether an epoch ended in it, where fairseq starts a new
     epoch's iterator and loader workers)."""
-    interruptions = [*record["validations"], *record.get("warm_validation", []), *record["saves"]]
+    interruptions = validations_and_saves(record)
     epoch_ends = [epoch["end"] for epoch in record["epochs"]]
     for before, after in zip(record["steps"], record["steps"][1:]):
         start, end = before["end"], after["start"]
@@ -450,8 +455,7 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
     special = [s for s in steps if instrumented(s)]
     steady, first_epoch = steady_steps(record)
     window_start, window_end = steady[0]["start"], steady[-1]["end"]
-    interruptions = [*record["validations"], *record.get("warm_validation", []), *record["saves"],
-                     *[[s["start"], s["end"]] for s in special]]
+    interruptions = [*validations_and_saves(record), *[[s["start"], s["end"]] for s in special]]
     window = window_end - window_start - overlap(interruptions, window_start, window_end)
     updates_per_second = len(steady) / window
     audio_per_second = sum(s["audio_seconds"] for s in steady) / window
@@ -514,7 +518,8 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
     # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
     # run over few utterances has far more epoch ends per update than a full one.
     full_waiting = sum(statistics.mean(part) * count for part, count in zip(gaps, (full_updates, full_epochs)) if part)
-    full_fixed = ((startup if startup_after_imports is None else startup_after_imports) + exit_seconds + full_validations * per_validation + full_saves * per_save
+    projected_startup = startup if startup_after_imports is None else startup_after_imports
+    full_fixed = (projected_startup + exit_seconds + full_validations * per_validation + full_saves * per_save
                   + full_waiting + new_shapes * scale + validation_new_shapes * valid_batch_scale)
     full_steps = full_updates * mean_step
     return Summary(
