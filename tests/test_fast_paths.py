@@ -11,9 +11,12 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT
+from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.hubert.fast_paths import (
+    batches_never_padded,
     compiled_encoder_layers,
     label_logits_by_matmul,
+    padding_asked_of_the_device,
     self_attention_by_fairseq,
     self_attention_without_general_checks,
     fast_fft_size,
@@ -120,6 +123,54 @@ def test_a_padded_batch_keeps_its_mask_and_its_outputs():
     assert seen and all(mask is not None and bool(mask.any()) for mask in seen)
     valid = ~frame_mask
     assert (features[valid] - reference[valid]).abs().max() < 1e-5
+
+
+def host_reads(function) -> int:
+    """How many tensor values ``function`` reads on the host (``.item()``, ``bool()``): on a
+    GPU each waits for everything queued before it."""
+    with torch.profiler.profile() as profile:
+        function()
+    return sum(event.count for event in profile.key_averages() if event.key == "aten::_local_scalar_dense")
+
+
+def asking_the_device(model: HubertModel) -> HubertModel:
+    assert padding_asked_of_the_device(model) == 1
+    return model
+
+
+def test_an_unpadded_pretraining_batch_drops_its_mask_without_asking_the_device():
+    source = torch.randn(3, 15840)
+    no_padding = torch.zeros_like(source, dtype=torch.bool)
+    targets = torch.randint(0, 12, (3, 49))
+    model = batches_never_padded(use_fast_training_paths(tiny_hubert()))
+    asking = asking_the_device(batches_never_padded(use_fast_training_paths(tiny_hubert())))
+    seen = masks_seen_by_attention(model)
+    assert pretraining_loss(model, source, no_padding, targets)[0] == pretraining_loss(asking, source, no_padding, targets)[0]
+    assert seen and all(mask is None for mask in seen)
+    assert (host_reads(lambda: pretraining_loss(model, source, no_padding, targets))
+            == host_reads(lambda: pretraining_loss(asking, source, no_padding, targets)) - 1)
+
+
+@pytest.mark.parametrize("lengths, padded", [
+    ([16000, 16000], False),
+    ([16000, 15900], False),  # 100 samples short: the same 49 frames
+    ([16000, 12000], True),
+    ([16000, 15600], True),  # a frame short
+])
+def test_lengths_on_the_host_tell_the_attention_whether_frames_are_padded(lengths, padded):
+    source = torch.randn(len(lengths), max(lengths))
+    for row, length in enumerate(lengths):
+        source[row, length:] = 0
+    model = use_fast_encoder_paths(tiny_hubert())
+    asking = asking_the_device(use_fast_encoder_paths(tiny_hubert()))
+    seen = masks_seen_by_attention(model)
+    features, frame_mask = hubert_forward(model, source, lengths)
+    expected, expected_mask = hubert_forward(asking, source, lengths)
+    assert bool(frame_mask.any()) == padded
+    assert seen and all((mask is not None) == padded for mask in seen)
+    assert torch.equal(frame_mask, expected_mask) and torch.equal(features, expected)
+    assert (host_reads(lambda: hubert_forward(model, source, lengths))
+            == host_reads(lambda: hubert_forward(asking, source, lengths)) - 1)
 
 
 def encoder_outputs_and_gradients(model: HubertModel, source, padding_mask, seed: int):

@@ -155,3 +155,13 @@ def test_same_dictionary_continuation_keeps_label_embeddings(tone_corpus, scratc
     weights = model.state_dict()
     for name in ("label_embs_concat", "final_proj.weight", "final_proj.bias"):
         assert torch.equal(weights[name], source[name]), name
+
+
+@pytest.mark.parametrize("pad_audio", [False, True])
+def test_attention_asks_the_device_about_padding_only_where_batches_can_be_padded(tone_corpus, scratch_run, pad_audio):
+    # fairseq's HubertDataset without pad_audio crops every utterance to its batch's shortest.
+    model = tapt_tiny_on_the_scratch_labels(tone_corpus, scratch_run, **{"task.pad_audio": pad_audio})
+    source = torch.randn(2, 16000)
+    frame_mask = model.forward_padding_mask(torch.zeros(2, 49, 8), torch.zeros_like(source, dtype=torch.bool))
+    check = model.empty_mask_check
+    assert (check.last_mask is frame_mask) == (not pad_audio)

@@ -63,16 +63,25 @@ FAST_FFT_FACTORS = (2, 3, 5, 7)
 
 class EmptyMaskCheck:
     """Whether a key padding mask pads nothing, asked once per mask: every layer of the
-    encoder receives the same mask tensor, and each ``any()`` waits for the GPU."""
+    encoder receives the same mask tensor, and each ``any()`` waits for the GPU. A forward
+    that knows the answer on the host hands it over first (``padding_known_on_host``): the
+    GPU is then not asked at all. Asked, it would have to finish the feature extractor and
+    the positional convolution queued before the first layer, while the CPU, which sets the
+    pace of a step, waits instead of queueing the layers."""
 
     def __init__(self):
         self.last_mask: Optional[torch.Tensor] = None
         self.last_answer = False
+        self.takes_host_answers = True
 
     def pads_nothing(self, mask: torch.Tensor) -> bool:
         if mask is not self.last_mask:
             self.last_mask, self.last_answer = mask, not bool(mask.any())
         return self.last_answer
+
+    def known(self, mask: torch.Tensor, pads_nothing: bool) -> None:
+        if self.takes_host_answers:
+            self.last_mask, self.last_answer = mask, pads_nothing
 
     def drop_empty_mask(self, module: nn.Module, args: tuple, kwargs: dict):
         mask = kwargs.get("key_padding_mask")
@@ -91,10 +100,48 @@ def attend_without_empty_padding_masks(model: nn.Module) -> int:
             # frame is never attended to, so without it the valid frames are unchanged.
             module.required_seq_len_multiple = 1
     check = EmptyMaskCheck()
+    model.empty_mask_check = check
     layers = [module for module in model.modules() if isinstance(module, MultiheadAttention)]
     for layer in layers:
         layer.register_forward_pre_hook(check.drop_empty_mask, with_kwargs=True)
     return len(layers)
+
+
+def padding_known_on_host(model: nn.Module, mask: torch.Tensor, pads_nothing: bool) -> None:
+    """Tell the attention layers of ``model`` (``attend_without_empty_padding_masks``) whether
+    ``mask``, the key padding mask its encoder is about to receive, pads any key; a model
+    without that fast path is left alone."""
+    check = getattr(model, "empty_mask_check", None)
+    if check is not None:
+        check.known(mask, pads_nothing)
+
+
+def padding_asked_of_the_device(model: nn.Module) -> int:
+    """Undo ``padding_known_on_host`` in ``model``: its attention asks the device again
+    whether each mask pads anything (to measure what that costs); returns the checks changed."""
+    checks = [module.empty_mask_check for module in model.modules() if hasattr(module, "empty_mask_check")]
+    for check in checks:
+        check.takes_host_answers = False
+    return len(checks)
+
+
+def batches_never_padded(model: HubertModel) -> HubertModel:
+    """For a ``HubertModel`` whose batches are never padded: every frame mask its forward
+    derives pads nothing, so its attention runs unmasked without asking the GPU.
+
+    fairseq's ``HubertDataset`` without ``pad_audio`` (HuBERT pretraining's way, and ours)
+    crops every utterance to the batch's shortest, and its sample mask is all False."""
+    model.forward_padding_mask = frame_mask_padding_nothing.__get__(model)
+    return model
+
+
+def frame_mask_padding_nothing(
+    model: HubertModel, features: torch.Tensor, padding_mask: torch.Tensor
+) -> torch.Tensor:
+    """fairseq's frame mask of a batch that is not padded, known to pad nothing."""
+    frame_mask = HubertModel.forward_padding_mask(model, features, padding_mask)
+    padding_known_on_host(model, frame_mask, pads_nothing=True)
+    return frame_mask
 
 
 class AdditivePaddingMasks:

@@ -11,13 +11,14 @@ keys), so an utterance gets the same features alone or next to much longer ones.
 """
 
 import contextlib
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from fairseq.models.hubert import HubertModel
 from fairseq.modules import GradMultiply
 
+from fairseq_flea.hubert.fast_paths import padding_known_on_host
 from fairseq_flea.io.frames import conv_output_length
 
 
@@ -93,34 +94,57 @@ def conv_features(
     return x, lengths
 
 
+def frame_lengths(extractor: nn.Module, lengths: torch.Tensor) -> torch.Tensor:
+    """Each utterance's number of frames out of fairseq's ConvFeatureExtractionModel."""
+    for block in extractor.conv_layers:
+        conv = block[0]
+        lengths = conv_output_length(lengths, conv.kernel_size[0], conv.stride[0])
+    return lengths
+
+
+def to_device_without_waiting(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a copy from the host to a GPU is queued, not waited for (a
+    blocking copy waits for everything queued on the GPU before it)."""
+    if tensor.device == device or device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def hubert_forward(
     model: HubertModel,
     source: torch.Tensor,
-    lengths: torch.Tensor,
+    lengths: Union[torch.Tensor, Sequence[int]],
     output_layer: Optional[int] = None,
     mask: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """HuBERT's features-only forward on a padded batch, independent of the batch's padding.
 
-    ``output_layer`` is 1-based as in fairseq (None: the last layer); ``mask`` applies the
-    model's time/channel masking (fine-tuning-time augmentation). Returns (batch, frames,
-    dim) outputs and the (batch, frames) padding mask, True on padded frames.
+    ``lengths``: each utterance's samples. Given on the host (a list, or a tensor on the
+    CPU), they tell whether any frame is padded without asking the GPU
+    (``fast_paths.padding_known_on_host``). ``output_layer`` is 1-based as in fairseq (None:
+    the last layer); ``mask`` applies the model's time/channel masking (fine-tuning-time
+    augmentation). Returns (batch, frames, dim) outputs and the (batch, frames) padding
+    mask, True on padded frames.
     """
-    lengths = lengths.to(source.device)
+    lengths = torch.as_tensor(lengths)
+    frames_on_host = frame_lengths(model.feature_extractor, lengths) if lengths.device.type == "cpu" else None
+    lengths = to_device_without_waiting(lengths, source.device)
     # Waveforms are read and normalised in float32; a model in bf16/fp16 takes its own dtype.
     source = source.to(model.feature_extractor.conv_layers[0][0].weight.dtype)
     if model.feature_grad_mult > 0:
-        features, frame_lengths = conv_features(model.feature_extractor, source, lengths)
+        features, utterance_frames = conv_features(model.feature_extractor, source, lengths)
         if model.feature_grad_mult != 1.0:
             features = GradMultiply.apply(features, model.feature_grad_mult)
     else:
         with torch.no_grad():
-            features, frame_lengths = conv_features(model.feature_extractor, source, lengths)
+            features, utterance_frames = conv_features(model.feature_extractor, source, lengths)
     features = model.layer_norm(features.transpose(1, 2))
     if model.post_extract_proj is not None:
         features = model.post_extract_proj(features)
     features = model.dropout_input(features)
-    padding_mask = padding_mask_from_lengths(frame_lengths, features.size(1))
+    padding_mask = padding_mask_from_lengths(utterance_frames, features.size(1))
+    if frames_on_host is not None:
+        padding_known_on_host(model, padding_mask, pads_nothing=bool((frames_on_host == features.size(1)).all()))
     if mask:
         features, _ = model.apply_mask(features, padding_mask, None)
     x, _ = model.encoder(

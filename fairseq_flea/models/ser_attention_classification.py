@@ -11,7 +11,7 @@ utterance's logits do not depend on what it is batched with.
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import Any, Dict, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -91,7 +91,9 @@ class SerAttentionClassificationModel(BaseFairseqModel):
         super().set_num_updates(num_updates)
         self.num_updates = num_updates
 
-    def forward(self, source: torch.Tensor, lengths: torch.Tensor, **kwargs) -> Dict[str, torch.Tensor]:
+    def forward(
+        self, source: torch.Tensor, lengths: Union[torch.Tensor, Sequence[int]], **kwargs
+    ) -> Dict[str, torch.Tensor]:
         encoder_frozen = self.num_updates < self.cfg.freeze_encoder_updates
         with torch.no_grad() if encoder_frozen else contextlib.nullcontext():
             frames, padding_mask = hubert_forward(

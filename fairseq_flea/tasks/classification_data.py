@@ -90,7 +90,9 @@ class EmotionClassificationDataset(FairseqDataset):
             "id": torch.tensor([sample["id"] for sample in samples]),
             "nsentences": len(samples),
             "ntokens": int(lengths.sum()),
-            "net_input": {"source": source, "lengths": lengths},
+            # A list, which fairseq leaves on the host when it moves the batch to the GPU: the
+            # forward then knows which frames are padded without asking the GPU (hubert_forward).
+            "net_input": {"source": source, "lengths": lengths.tolist()},
             "target": torch.tensor([sample["target"] for sample in samples]),
         }
 

@@ -20,7 +20,7 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPret
 from fairseq_flea.hubert.checkpoints import hubert_model_config, load_checkpoint_state
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.hubert.encoder import check_normalize_matches
-from fairseq_flea.hubert.fast_paths import use_fast_training_paths
+from fairseq_flea.hubert.fast_paths import batches_never_padded, use_fast_training_paths
 from fairseq_flea.hubert.init_from import (
     same_labels_as_checkpoint,
     take_architecture,
@@ -110,7 +110,10 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
             model = super().build_model(cfg, from_checkpoint)
         else:
             model = self.build_model_from(self.cfg.init_from, cfg)
-        return switch_train_mode_only_when_changed(use_fast_training_paths(model))
+        use_fast_training_paths(model)
+        if not self.cfg.pad_audio:
+            batches_never_padded(model)
+        return switch_train_mode_only_when_changed(model)
 
     def build_model_from(self, source_path: str, cfg):
         """fairseq's HuBERT with the architecture and weights of the checkpoint at ``source_path``."""
