@@ -56,7 +56,7 @@ from fairseq.models.hubert import HubertConfig, HubertModel  # noqa: E402
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig  # noqa: E402
 from timed_hydra_train import ATTENTION_OPS, CANDIDATE_CHANGES, apply_candidate_changes  # noqa: E402
 
-from fairseq_flea.hubert.fast_paths import use_fast_training_paths  # noqa: E402
+from fairseq_flea.hubert.fast_paths import batches_never_padded, use_fast_training_paths  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 VARIANTS = ["current", *CANDIDATE_CHANGES]
@@ -95,7 +95,9 @@ def build_model(phase: str, size: str) -> HubertModel:
     if phase == "finetuning":
         model.remove_pretraining_modules()
         model.emotion_head = torch.nn.Linear(model.encoder.embedding_dim, CLASSES)
-    return use_fast_training_paths(model)
+        return use_fast_training_paths(model)
+    # As the pretraining task builds it: its batches are cropped, never padded.
+    return batches_never_padded(use_fast_training_paths(model))
 
 
 def batch_lengths(phase: str, size: str, count: int) -> List[List[int]]:

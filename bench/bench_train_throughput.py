@@ -393,6 +393,7 @@ class Summary:
     batch_waits_within_epochs: List[float]
     validation_parts: Optional[ValidationParts]  # of the validations whose batch shapes were seen
     validation_new_shapes: float  # the first validation's extra
+    host_waits: Optional[List[float]] = None  # [count, seconds] for a CUDA stream, in the profiled step
 
 
 def validations_and_saves(record: dict) -> List[List[float]]:
@@ -534,6 +535,7 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
         gaps_within_epochs=gaps[0], gaps_at_epoch_ends=gaps[1],
         batch_waits_within_epochs=batch_waits_within_epochs(record), validation_parts=parts,
         validation_new_shapes=validation_new_shapes,
+        host_waits=profiled.get("host_waits"),
     )
 
 
@@ -584,10 +586,14 @@ def format_details(run: Run, summary: Summary) -> str:
                        f"{1000 * validating.first_batch_waits / count:.0f} ms waiting for its first batch, "
                        f"{1000 * validating.later_batch_waits / count:.0f} ms for the others; "
                        f"the first validation {1000 * summary.validation_new_shapes:.0f} ms more (new shapes)")
+    waits = ""
+    if summary.host_waits is not None:
+        count, seconds = summary.host_waits
+        waits = f"; the host waited for the GPU {count} time(s), {1000 * seconds:.1f} ms in all"
     startup = (f"; start-up after the imports (as the recipe's trainings start): {summary.startup_after_imports:.1f} s"
                if summary.startup_after_imports is not None else "")
     return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
-            f"operators by their own time: {top or '-'}; between steps (validation and saving left out): {gaps}"
+            f"operators by their own time: {top or '-'}{waits}; between steps (validation and saving left out): {gaps}"
             f"{validations}{startup}")
 
 

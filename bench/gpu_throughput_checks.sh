@@ -6,9 +6,11 @@
 #
 #   machine.txt        the GPU, driver, torch, CPU cores and the commit measured
 #   pretraining.md     TAPT: the current code, then with dataset.data_buffer_size=0 (no
-#                      fairseq buffer thread), dataset.num_workers=8, expandable-segments
+#                      fairseq buffer thread), dataset.num_workers=8, expandable-segments,
+#                      device-padding-check (attention asks the GPU whether a batch is padded)
 #   finetuning.md      fine-tuning: the current code, REFERENCE_CHECKOUT (an older copy of
-#                      the project, e.g. from `git worktree add`), expandable-segments
+#                      the project, e.g. from `git worktree add`), expandable-segments,
+#                      device-padding-check
 #   encoder_step.md    an encoder step: current, fairseq's GELU, compiled layers
 #   benches.log        the positional convolution's FFT sizes and checkpoint loading
 #   NAME.log           what each part printed (console.log: everything)
@@ -87,13 +89,13 @@ fi
 throughput=("$python" bench/bench_train_throughput.py --device "$device" "${small_throughput[@]}")
 
 run_part pretraining "${LIMIT_PRETRAINING:-${limits[0]}}" "${throughput[@]}" --phases pretraining --names now \
-    --candidates dataset.data_buffer_size=0 dataset.num_workers=8 expandable-segments \
+    --candidates dataset.data_buffer_size=0 dataset.num_workers=8 expandable-segments device-padding-check \
     --work-dir "$work/pretraining" --table "$out/pretraining.md"
 
 checkouts=(--checkouts . --names now)
 [[ -n $reference ]] && checkouts=(--checkouts . "$reference" --names now "$reference_name")
 run_part finetuning "${LIMIT_FINETUNING:-${limits[1]}}" "${throughput[@]}" --phases finetuning "${checkouts[@]}" \
-    --candidates expandable-segments --work-dir "$work/finetuning" --table "$out/finetuning.md"
+    --candidates expandable-segments device-padding-check --work-dir "$work/finetuning" --table "$out/finetuning.md"
 
 run_part encoder_step "${LIMIT_ENCODER_STEP:-${limits[2]}}" "$python" bench/bench_encoder_step.py --device "$device" \
     --variants current fairseq-gelu compiled-layers "${small_encoder[@]}" --table "$out/encoder_step.md"

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+from typing import List, Optional
 
 PROCESS_STARTED = time.time()
 
@@ -54,12 +55,12 @@ STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimi
 
 # Changes to today's training path, timed before one goes there (bench_encoder_step.py):
 # cudnn-benchmark and expandable-segments are candidates; cudnn-attention, conv-pos-conv,
-# fft-exact-length, fairseq-gelu, fairseq-time-masks and fairseq-attention put back PyTorch's
-# and fairseq's defaults (or an earlier fast path) that fast_paths replaced, to measure those
-# choices again.
+# fft-exact-length, fairseq-gelu, fairseq-time-masks, fairseq-attention and device-padding-check
+# put back PyTorch's and fairseq's defaults (or an earlier fast path) that fast_paths replaced,
+# to measure those choices again.
 CANDIDATE_CHANGES = ("cudnn-benchmark", "expandable-segments", "cudnn-attention", "conv-pos-conv",
                      "fft-exact-length", "fairseq-gelu", "fairseq-time-masks", "fairseq-attention",
-                     "compiled-layers")
+                     "compiled-layers", "device-padding-check")
 
 record = {"process_started": PROCESS_STARTED, "imports_done": IMPORTS_DONE, "steps": [], "validations": [],
           "saves": [], "epochs": [], "batch_waits": [], "valid_steps": [], "valid_batch_waits": [],
@@ -105,6 +106,10 @@ def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
             from fairseq_flea.hubert.fast_paths import compiled_encoder_layers
 
             compiled_encoder_layers(model)
+        elif name == "device-padding-check":  # attention asks the GPU whether a batch is padded
+            from fairseq_flea.hubert.fast_paths import padding_asked_of_the_device
+
+            padding_asked_of_the_device(model)
         else:
             raise ValueError(f"unknown candidate change {name!r}; known: {', '.join(CANDIDATE_CHANGES)}")
 
@@ -123,7 +128,7 @@ def audio_seconds(samples) -> float:
         if source is None:
             continue
         if net_input.get("lengths") is not None:
-            total += int(net_input["lengths"].sum())
+            total += int(sum(net_input["lengths"]))  # a list, or an older checkout's tensor
         elif net_input.get("padding_mask") is not None:
             total += int((~net_input["padding_mask"]).sum())
         else:
@@ -141,8 +146,19 @@ def union_length(spans) -> float:
     return covered
 
 
+def host_waits(profile) -> Optional[List[float]]:
+    """[count, seconds] of the host's waits for a CUDA stream in a profiled step: each read of
+    a device value (``.item()``, ``bool()``, a boolean mask's selection) or blocking copy to the
+    host waits for everything queued before it. None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    waits = [event for event in profile.events() if event.name == "cudaStreamSynchronize"]
+    return [len(waits), sum(event.cpu_time_total for event in waits) / 1e6]
+
+
 def profile_summary(profile) -> dict:
-    """Attention kernels, the device time of the step and of fairseq's parts of it, top ops."""
+    """Attention kernels, the device time of the step and of fairseq's parts of it, top ops,
+    the host's waits for the device."""
     averages = profile.key_averages()
     on_gpu = torch.cuda.is_available()
     # On the GPU's timeline the profiler also draws fairseq's ranges ("forward", ...) and the
@@ -174,6 +190,7 @@ def profile_summary(profile) -> dict:
         "busy_seconds": union_length(kernels) / 1e6 if on_gpu else None,
         "parts_seconds": {event.key: device_time(event) / 1e6 for event in averages if event.key in STEP_PARTS},
         "top_ops": [[event.key, self_time(event) / 1e6] for event in top],
+        "host_waits": host_waits(profile),
     }
 
 

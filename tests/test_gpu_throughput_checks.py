@@ -29,9 +29,10 @@ def test_rehearsal_writes_every_part_and_the_runs_records(tmp_path):
 
     pretraining = table_rows((out / "pretraining.md").read_text(), "now")
     assert [row[0] for row in pretraining] == [
-        "now", "now+dataset.data_buffer_size=0", "now+dataset.num_workers=8", "now+expandable-segments"]
+        "now", "now+dataset.data_buffer_size=0", "now+dataset.num_workers=8", "now+expandable-segments",
+        "now+device-padding-check"]
     finetuning = table_rows((out / "finetuning.md").read_text(), "now", "same")
-    assert [row[0] for row in finetuning] == ["now", "same", "now+expandable-segments"]
+    assert [row[0] for row in finetuning] == ["now", "same", "now+expandable-segments", "now+device-padding-check"]
     for row in pretraining + finetuning:
         assert float(row[3]) > 0 and float(row[4]) > 0, row  # updates/s, audio s/s
 
@@ -41,8 +42,8 @@ def test_rehearsal_writes_every_part_and_the_runs_records(tmp_path):
     assert table_rows(benches, "finetuning") and "memory-mapped against fairseq" in benches
 
     # Each training's record comes back; no checkpoint or audio does.
-    assert len(list((out / "runs" / "pretraining").rglob("times.json"))) == 4
-    assert len(list((out / "runs" / "finetuning").rglob("times.json"))) == 3
+    assert len(list((out / "runs" / "pretraining").rglob("times.json"))) == 5
+    assert len(list((out / "runs" / "finetuning").rglob("times.json"))) == 4
     assert not [path for path in out.rglob("*") if path.suffix in (".pt", ".wav")]
     assert "all parts done" in (out / "console.log").read_text()
 
