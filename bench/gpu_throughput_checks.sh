@@ -9,8 +9,8 @@
 #                      fairseq buffer thread), dataset.num_workers=8, expandable-segments,
 #                      device-padding-check (attention asks the GPU whether a batch is padded)
 #   finetuning.md      fine-tuning: the current code, REFERENCE_CHECKOUT (an older copy of
-#                      the project, e.g. from `git worktree add`), expandable-segments,
-#                      device-padding-check
+#                      the project, e.g. from `git worktree add`), device-padding-check,
+#                      expandable-segments (last: the reference's 41 s exit may leave it no time)
 #   encoder_step.md    an encoder step: current, fairseq's GELU, compiled layers
 #   benches.log        the positional convolution's FFT sizes and checkpoint loading
 #   NAME.log           what each part printed (console.log: everything)
@@ -95,7 +95,7 @@ run_part pretraining "${LIMIT_PRETRAINING:-${limits[0]}}" "${throughput[@]}" --p
 checkouts=(--checkouts . --names now)
 [[ -n $reference ]] && checkouts=(--checkouts . "$reference" --names now "$reference_name")
 run_part finetuning "${LIMIT_FINETUNING:-${limits[1]}}" "${throughput[@]}" --phases finetuning "${checkouts[@]}" \
-    --candidates expandable-segments device-padding-check --work-dir "$work/finetuning" --table "$out/finetuning.md"
+    --candidates device-padding-check expandable-segments --work-dir "$work/finetuning" --table "$out/finetuning.md"
 
 run_part encoder_step "${LIMIT_ENCODER_STEP:-${limits[2]}}" "$python" bench/bench_encoder_step.py --device "$device" \
     --variants current fairseq-gelu compiled-layers "${small_encoder[@]}" --table "$out/encoder_step.md"
