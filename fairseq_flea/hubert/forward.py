@@ -61,11 +61,19 @@ def padding_mask_from_lengths(lengths: torch.Tensor, max_length: int) -> torch.T
     return positions[None, :] >= lengths[:, None]
 
 
+def to_device_without_waiting(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a copy from the host to a GPU is queued, not waited for (a
+    blocking copy waits for everything queued on the GPU before it)."""
+    if tensor.device == device or device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def masked_group_norm(x: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
     """``norm`` applied to (batch, channels, time) with statistics over valid time steps only."""
     batch, channels, steps = x.shape
     groups = norm.num_groups
-    valid = (~padding_mask_from_lengths(lengths.to(x.device), steps)).float()
+    valid = (~padding_mask_from_lengths(to_device_without_waiting(lengths, x.device), steps)).float()
     grouped = x.float().reshape(batch, groups, channels // groups, steps)
     weight = valid[:, None, None, :]
     count = weight.sum(dim=-1, keepdim=True) * (channels // groups)
@@ -82,7 +90,8 @@ def conv_features(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """fairseq's ConvFeatureExtractionModel on a padded batch, GroupNorm restricted to valid steps.
 
-    Returns (batch, channels, frames) features and each utterance's number of frames.
+    Returns (batch, channels, frames) features and each utterance's number of frames, on
+    the device ``lengths`` are on (counted on the host, they cost the GPU nothing).
     """
     x = source.unsqueeze(1)
     for block in extractor.conv_layers:
@@ -92,22 +101,6 @@ def conv_features(
         for module in block[1:]:
             x = masked_group_norm(x, lengths, module) if isinstance(module, nn.GroupNorm) else module(x)
     return x, lengths
-
-
-def frame_lengths(extractor: nn.Module, lengths: torch.Tensor) -> torch.Tensor:
-    """Each utterance's number of frames out of fairseq's ConvFeatureExtractionModel."""
-    for block in extractor.conv_layers:
-        conv = block[0]
-        lengths = conv_output_length(lengths, conv.kernel_size[0], conv.stride[0])
-    return lengths
-
-
-def to_device_without_waiting(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``; a copy from the host to a GPU is queued, not waited for (a
-    blocking copy waits for everything queued on the GPU before it)."""
-    if tensor.device == device or device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def hubert_forward(
@@ -127,8 +120,6 @@ def hubert_forward(
     mask, True on padded frames.
     """
     lengths = torch.as_tensor(lengths)
-    frames_on_host = frame_lengths(model.feature_extractor, lengths) if lengths.device.type == "cpu" else None
-    lengths = to_device_without_waiting(lengths, source.device)
     # Waveforms are read and normalised in float32; a model in bf16/fp16 takes its own dtype.
     source = source.to(model.feature_extractor.conv_layers[0][0].weight.dtype)
     if model.feature_grad_mult > 0:
@@ -142,9 +133,10 @@ def hubert_forward(
     if model.post_extract_proj is not None:
         features = model.post_extract_proj(features)
     features = model.dropout_input(features)
-    padding_mask = padding_mask_from_lengths(utterance_frames, features.size(1))
-    if frames_on_host is not None:
-        padding_known_on_host(model, padding_mask, pads_nothing=bool((frames_on_host == features.size(1)).all()))
+    padding_mask = padding_mask_from_lengths(to_device_without_waiting(utterance_frames, features.device),
+                                             features.size(1))
+    if utterance_frames.device.type == "cpu":
+        padding_known_on_host(model, padding_mask, pads_nothing=bool((utterance_frames == features.size(1)).all()))
     if mask:
         features, _ = model.apply_mask(features, padding_mask, None)
     x, _ = model.encoder(
