@@ -88,6 +88,16 @@ def run_bench(script: str, *args: str, timeout: int) -> subprocess.CompletedProc
     return result
 
 
+def host_reads(function) -> int:
+    """How many tensor values ``function`` reads on the host (``.item()``, ``bool()``): on a
+    GPU each waits for everything queued before it."""
+    import torch  # here, not at the top, as in checkpoint_tensors
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        function()
+    return sum(event.count for event in profile.key_averages() if event.key == "aten::_local_scalar_dense")
+
+
 def table_rows(text: str, *first_cells: str) -> List[List[str]]:
     """The cells, stripped, of each markdown table row in ``text`` whose first cell starts
     with one of ``first_cells``."""

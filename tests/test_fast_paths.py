@@ -10,7 +10,7 @@ from fairseq.modules import MultiheadAttention
 from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig
 from omegaconf import OmegaConf
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, host_reads
 from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.hubert.fast_paths import (
     batches_never_padded,
@@ -123,14 +123,6 @@ def test_a_padded_batch_keeps_its_mask_and_its_outputs():
     assert seen and all(mask is not None and bool(mask.any()) for mask in seen)
     valid = ~frame_mask
     assert (features[valid] - reference[valid]).abs().max() < 1e-5
-
-
-def host_reads(function) -> int:
-    """How many tensor values ``function`` reads on the host (``.item()``, ``bool()``): on a
-    GPU each waits for everything queued before it."""
-    with torch.profiler.profile() as profile:
-        function()
-    return sum(event.count for event in profile.key_averages() if event.key == "aten::_local_scalar_dense")
 
 
 def asking_the_device(model: HubertModel) -> HubertModel:
