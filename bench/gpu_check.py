@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """One-command GPU check: the FLEA recipe at HuBERT-base size on the demo corpus, in fp16
-and in bf16, then the dump, training-throughput, encoder-step, optimizer-step, time-mask and
-prediction benches on the GPU, and one table (the throughput and encoder-step benches' own tables are in the work dir's
-train_throughput.md and encoder_step.md).
+and in bf16, then the dump, training-throughput and prediction benches on the GPU, and one
+table (the throughput bench's own table is the work dir's train_throughput.md).
 
 The demo (fairseq_flea.demo.flea_demo) brings its corpus and builds a HuBERT-base-size stand-in for
 the released checkpoint with the project's own code (a few updates from scratch on MFCC
@@ -231,10 +230,6 @@ def main() -> int:
             steps.append(run_bench("train_throughput", "bench_train_throughput.py", [
                 "--device", args.device, "--precision", *args.precisions,
                 "--table", str(work / "train_throughput.md")], sampler, work))
-            steps.append(run_bench("encoder_step", "bench_encoder_step.py", [
-                "--device", args.device, "--table", str(work / "encoder_step.md")], sampler, work))
-            steps.append(run_bench("optimizer_step", "bench_optimizer_step.py", ["--device", args.device], sampler, work))
-            steps.append(run_bench("time_masks", "bench_time_masks.py", ["--device", args.device], sampler, work))
             steps.append(run_bench("predict_rtf", "bench_predict_rtf.py", [
                 "--device", args.device, "--utterances", "48" if on_gpu else "2", "--repeats", "2" if on_gpu else "1"],
                 sampler, work))

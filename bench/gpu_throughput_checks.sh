@@ -11,8 +11,6 @@
 #   finetuning.md      fine-tuning: the current code, REFERENCE_CHECKOUT (an older copy of
 #                      the project, e.g. from `git worktree add`), device-padding-check,
 #                      expandable-segments (last: the reference's 41 s exit may leave it no time)
-#   encoder_step.md    an encoder step: current, fairseq's GELU, compiled layers
-#   benches.log        the positional convolution's FFT sizes and checkpoint loading
 #   NAME.log           what each part printed (console.log: everything)
 #   runs/              each training's times.json, train.log and profile (no checkpoints)
 #
@@ -20,8 +18,8 @@
 #   DEVICE=cpu bash bench/gpu_throughput_checks.sh OUT_DIR   # rehearsal: tiny, a few steps each
 #
 # Environment: PYTHON (default python3), DEVICE (cuda), FLEA_COMMIT (default: git's HEAD),
-# LIMIT_PRETRAINING / LIMIT_FINETUNING / LIMIT_ENCODER_STEP / LIMIT_BENCHES (seconds per part;
-# the defaults add up to 545 s on a GPU, 5 minutes each in the CPU rehearsal).
+# LIMIT_PRETRAINING / LIMIT_FINETUNING (seconds per part; the defaults add up to 410 s on a
+# GPU, 5 minutes each in the CPU rehearsal).
 # Exits non-zero if any part failed or ran out of time; the other parts still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -81,10 +79,9 @@ cat "$out/machine.txt"
 
 # The rehearsal runs every part at its smallest; on a GPU each bench's own defaults hold.
 if [[ $device == cuda ]]; then
-    limits=(230 180 90 45) small_throughput=() small_encoder=() small_conv=() checkpoint_size=base
+    limits=(230 180) small_throughput=()
 else
-    limits=(300 300 300 300) small_throughput=(--updates 6 --utterances 16)
-    small_encoder=(--steps 1 --phases finetuning) small_conv=(--batches 2 --passes 1) checkpoint_size=tiny
+    limits=(300 300) small_throughput=(--updates 6 --utterances 16)
 fi
 throughput=("$python" bench/bench_train_throughput.py --device "$device" "${small_throughput[@]}")
 
@@ -96,13 +93,6 @@ checkouts=(--checkouts . --names now)
 [[ -n $reference ]] && checkouts=(--checkouts . "$reference" --names now "$reference_name")
 run_part finetuning "${LIMIT_FINETUNING:-${limits[1]}}" "${throughput[@]}" --phases finetuning "${checkouts[@]}" \
     --candidates device-padding-check expandable-segments --work-dir "$work/finetuning" --table "$out/finetuning.md"
-
-run_part encoder_step "${LIMIT_ENCODER_STEP:-${limits[2]}}" "$python" bench/bench_encoder_step.py --device "$device" \
-    --variants current fairseq-gelu compiled-layers "${small_encoder[@]}" --table "$out/encoder_step.md"
-
-run_part benches "${LIMIT_BENCHES:-${limits[3]}}" bash -c \
-    '"$0" bench/bench_positional_conv.py --device "$1" "${@:3}" && "$0" bench/bench_checkpoint_load.py --size "$2"' \
-    "$python" "$device" "$checkpoint_size" "${small_conv[@]}"
 
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "failed: ${failed[*]}"
