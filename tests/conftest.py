@@ -88,14 +88,76 @@ def run_bench(script: str, *args: str, timeout: int) -> subprocess.CompletedProc
     return result
 
 
+# Operators each call of which reads tensor values on the host: _local_scalar_dense for
+# item(), bool(), int(), float(), a tensor in an f-string or as an index (is_nonzero and item
+# end in it, so it is counted there alone), nonzero for its output's size (boolean
+# indexing, torch.where(mask)). On a GPU each waits for everything queued before it.
+READING_OPERATORS = {"aten::_local_scalar_dense": 1, "aten::nonzero": 1}
+# Reads that CUDA's kernel makes and the CPU's does not, so that a count on CPU tensors is the
+# GPU's: bincount copies its input's min (the range check) and max (the number of bins) to the
+# host (aten/src/ATen/native/cuda/SummaryOps.cu; read in the source, not timed on a GPU here).
+READING_OPERATORS_ON_CUDA = {"aten::bincount": 2}
+# Tensor methods that hand values to Python or to the host and run no operator on a CPU tensor,
+# so that the profiler does not see them (on a GPU, .cpu() and .tolist() copy to the host).
+READING_METHODS = ("tolist", "numpy", "cpu")
+# Operators whose item() reads a value their caller gave on the host, which never waits:
+# index_put_ with one boolean mask and one value (``x[mask] = 0``) takes the value only on the
+# CPU, reads it and fills by the mask (canDispatchToMaskedFill in TensorAdvancedIndexing.cpp).
+ITEMS_OF_HOST_VALUES = ("aten::_index_put_impl_",)
+
+
 def host_reads(function) -> int:
-    """How many tensor values ``function`` reads on the host (``.item()``, ``bool()``): on a
-    GPU each waits for everything queued before it."""
+    """How many times ``function`` reads tensor values on the host, counted on CPU tensors as a
+    GPU would wait for them: each call of an operator of ``READING_OPERATORS`` (item(), bool(),
+    int(), float(), nonzero) or ``READING_OPERATORS_ON_CUDA``, as the profiler records them,
+    inside other operators too except the item() of ``ITEMS_OF_HOST_VALUES``, and each call of a
+    method of ``READING_METHODS`` (``.tolist()``, ``.numpy()``, ``.cpu()``), of which
+    ``.tolist()`` or ``.numpy()`` of what ``.cpu()`` returned is not counted again.
+
+    Not counted: ``.to(device)``, because on CPU tensors a move to the GPU cannot be told from
+    a read. Counted although a GPU would not wait: a read of a tensor that stays on the host
+    there too (lengths the loader gives, say), because on the CPU every tensor is one."""
     import torch  # here, not at the top, as in checkpoint_tensors
 
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-        function()
-    return sum(event.count for event in profile.key_averages() if event.key == "aten::_local_scalar_dense")
+    method_reads = []
+    on_host = {}  # id -> tensor (kept alive, so that the id stays its own) of .cpu()'s results
+
+    def counting(name, method):
+        def read(tensor, *args, **kwargs):
+            result = method(tensor, *args, **kwargs)
+            if id(tensor) not in on_host:
+                method_reads.append(name)
+            if name == "cpu":
+                on_host[id(result)] = result
+            return result
+        return read
+
+    originals = {name: torch.Tensor.__dict__.get(name) for name in READING_METHODS}
+    for name in READING_METHODS:
+        setattr(torch.Tensor, name, counting(name, getattr(torch.Tensor, name)))
+    try:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            function()
+    finally:
+        for name, original in originals.items():
+            if original is None:
+                delattr(torch.Tensor, name)
+            else:
+                setattr(torch.Tensor, name, original)
+    reads_per_call = {**READING_OPERATORS, **READING_OPERATORS_ON_CUDA}
+    return len(method_reads) + sum(reads_per_call[event.name] for event in profile.events()
+                                   if event.name in reads_per_call and not (
+                                       event.name == "aten::_local_scalar_dense"
+                                       and caller(event) in ITEMS_OF_HOST_VALUES))
+
+
+def caller(event) -> str:
+    """The operator that ran the profiler's ``event`` (the one that called ``item()`` for
+    ``_local_scalar_dense``); "" for Python."""
+    parent = event.cpu_parent
+    while parent is not None and parent.name in ("aten::item", "aten::_local_scalar_dense"):
+        parent = parent.cpu_parent
+    return "" if parent is None else parent.name
 
 
 def table_rows(text: str, *first_cells: str) -> List[List[str]]:

@@ -1,5 +1,6 @@
 """The emotion criterion logs what it did before (loss, per-class totals and hits) with one
-read from the device instead of one per value."""
+read of them from the device instead of one per value; counting the hits with bincount costs
+two reads more on a GPU."""
 
 from types import SimpleNamespace
 
@@ -30,7 +31,7 @@ def criterion() -> EmotionCrossEntropyCriterion:
     return EmotionCrossEntropyCriterion(SimpleNamespace(class_names=CLASSES, target_dictionary=dictionary))
 
 
-def test_logs_the_loss_and_each_class_hits_with_one_read():
+def test_logs_the_loss_and_each_class_hits_with_one_read_of_them_and_bincounts_two():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(37, len(CLASSES), generator=generator)
     target = torch.randint(0, len(CLASSES), (37,), generator=generator)
@@ -39,7 +40,9 @@ def test_logs_the_loss_and_each_class_hits_with_one_read():
     loss, sample_size, logged = criterion()(FixedLogits(logits), sample)
     reads = host_reads(lambda: criterion()(FixedLogits(logits), sample))
 
-    assert reads == 0  # .item() per value before: 1 + 2 per class
+    # The .tolist() of the loss and the counts, and CUDA's bincount copying its input's min and
+    # max to the host (conftest's READING_OPERATORS_ON_CUDA); .item() per value before: 1 + 2 per class.
+    assert reads == 1 + 2
     assert sample_size == 37 and logged["loss"] == F.cross_entropy(logits, target, reduction="sum").item()
     predicted = logits.argmax(dim=-1)
     for k in range(len(CLASSES)):
