@@ -32,9 +32,9 @@ def checkpoint_files(save_dir):
 
 def test_background_writes_give_the_checkpoints_fairseq_writes(tone_corpus, scratch_run, tmp_path):
     runs = {}
-    for background in ("true", "false"):
+    for background, fast_paths in (("true", "all"), ("false", '"all,-background-checkpoints"')):
         save_dir = tmp_path / f"background_{background}"
-        result = tapt_tiny(tone_corpus, scratch_run, save_dir, f"task.background_checkpoint_writes={background}")
+        result = tapt_tiny(tone_corpus, scratch_run, save_dir, f"task.fast_paths={fast_paths}")
         assert_succeeded(result)
         runs[background] = save_dir, result.stdout
 

@@ -7,6 +7,7 @@ from fairseq import tasks
 from omegaconf import OmegaConf
 
 import fairseq_flea  # noqa: F401
+from fairseq_flea.hubert.fast_path_names import parse_fast_paths
 from conftest import FINETUNE_CONFIG_DIR, PRETRAIN_CONFIG_DIR
 
 
@@ -25,8 +26,12 @@ def task_config(kind: str, emotion_corpus, tone_corpus):
 @pytest.mark.parametrize("read_dummy_batch", [False, True])
 def test_the_first_batch_is_read_again_only_when_asked(kind, read_dummy_batch, emotion_corpus, tone_corpus):
     cfg = task_config(kind, emotion_corpus, tone_corpus)
-    cfg.task.read_dummy_batch = read_dummy_batch
+    fast_paths = "all,-dummy-batch-from-step" if read_dummy_batch else "all"
+    if kind == "pretraining":
+        cfg.task.fast_paths = fast_paths
     task = tasks.setup_task(cfg.task)
+    if kind == "classification":  # the task takes its model's fast_paths when it builds the model
+        task.fast_paths = parse_fast_paths(fast_paths)
     for split in ("train", "valid"):
         task.load_dataset(split)
         iterator = task.get_batch_iterator(task.dataset(split), max_tokens=cfg.dataset.max_tokens,

@@ -12,21 +12,23 @@ from omegaconf import OmegaConf
 
 from conftest import REPO_ROOT, host_reads
 from fairseq_flea.hubert.forward import hubert_forward
+from fairseq_flea.hubert.fast_path_names import DEFAULT, parse_fast_paths
 from fairseq_flea.hubert.fast_paths import (
+    attention_without_cudnn,
     batches_never_padded,
     compiled_encoder_layers,
     label_logits_by_matmul,
-    padding_asked_of_the_device,
-    self_attention_by_fairseq,
     self_attention_without_general_checks,
     fast_fft_size,
-    gelu_by_fairseq,
     gelu_in_input_dtype,
-    positional_convs_by_convolution,
     positional_convs_by_fft,
-    use_fast_encoder_paths,
-    use_fast_training_paths,
+    use_fast_paths,
 )
+
+
+def use_fast_training_paths(model):
+    """Every default path, as the pretraining task applies them."""
+    return use_fast_paths(model, DEFAULT)
 
 
 class Temperature:
@@ -126,8 +128,9 @@ def test_a_padded_batch_keeps_its_mask_and_its_outputs():
 
 
 def asking_the_device(model: HubertModel) -> HubertModel:
-    assert padding_asked_of_the_device(model) == 1
-    return model
+    """``model`` with every default path but padding-known-on-host: its attention asks the
+    device whether each mask pads anything."""
+    return use_fast_paths(model, parse_fast_paths("all,-padding-known-on-host"))
 
 
 def test_an_unpadded_pretraining_batch_drops_its_mask_without_asking_the_device():
@@ -135,7 +138,7 @@ def test_an_unpadded_pretraining_batch_drops_its_mask_without_asking_the_device(
     no_padding = torch.zeros_like(source, dtype=torch.bool)
     targets = torch.randint(0, 12, (3, 49))
     model = batches_never_padded(use_fast_training_paths(tiny_hubert()))
-    asking = asking_the_device(batches_never_padded(use_fast_training_paths(tiny_hubert())))
+    asking = batches_never_padded(asking_the_device(tiny_hubert()))
     seen = masks_seen_by_attention(model)
     assert pretraining_loss(model, source, no_padding, targets)[0] == pretraining_loss(asking, source, no_padding, targets)[0]
     assert seen and all(mask is None for mask in seen)
@@ -155,8 +158,8 @@ def test_lengths_on_the_host_tell_the_attention_whether_frames_are_padded(length
     source = torch.randn(len(lengths), max(lengths))
     for row, length in enumerate(lengths):
         source[row, length:] = 0
-    model = use_fast_encoder_paths(tiny_hubert())
-    asking = asking_the_device(use_fast_encoder_paths(tiny_hubert()))
+    model = use_fast_training_paths(tiny_hubert())
+    asking = asking_the_device(tiny_hubert())
     seen = masks_seen_by_attention(model)
     features, frame_mask = hubert_forward(model, source, lengths)
     expected, expected_mask = hubert_forward(asking, source, lengths)
@@ -199,7 +202,6 @@ def test_self_attention_without_general_checks_is_fairseqs_bit_for_bit(dtype, pa
         assert torch.equal(features, expected), (training, padded)
         assert gradients.keys() == expected_gradients.keys()
         assert all(torch.equal(gradients[name], expected_gradients[name]) for name in gradients), (training, padded)
-    assert self_attention_by_fairseq(ours) == 2
 
 
 def test_gelu_in_the_input_dtype_gives_fairseqs_values_for_every_bf16_input_and_its_bf16_gradients():
@@ -209,11 +211,17 @@ def test_gelu_in_the_input_dtype_gives_fairseqs_values_for_every_bf16_input_and_
     x = every[torch.isfinite(every)]
     ours, theirs = torch.nn.functional.gelu(x), fairseq_gelu(x)
     differing = ours.view(torch.int16) != theirs.view(torch.int16)
-    # Only results of 1.2e-38 (bf16's smallest normal number) or less, which come out as -0 on CPU.
-    assert differing.sum() < 600
+    # The same values; where the bits differ, a zero's sign, or a result of at most bf16's smallest
+    # normal number (1.2e-38) that comes out as -0 (how many depends on the CPU's kernels: 600 on
+    # one AMD EPYC, 16,079 with -0 for 0 on another).
+    assert differing.sum() < len(x) / 4
     assert torch.all(ours[differing] == 0) and theirs[differing].float().abs().max() <= torch.finfo(torch.bfloat16).tiny
-    ours, theirs, _ = gelu_gradients(torch.bfloat16)
-    assert torch.equal(ours, theirs)
+    # Gradients: bit for bit on some CPUs; on another AMD EPYC (torch 2.13) 9.8 % of them a bf16
+    # step away, or (near zero, for inputs below -5) under 1e-6 from fairseq's; as close to exact.
+    ours, theirs, exact = gelu_gradients(torch.bfloat16)
+    far = steps_apart(ours, theirs) > 2
+    assert torch.all((ours[far].float() - theirs[far].float()).abs() < 1e-6)
+    assert (ours.double() - exact).abs().mean() <= 1.01 * (theirs.double() - exact).abs().mean()
 
 
 def gelu_gradients(dtype: torch.dtype):
@@ -231,8 +239,9 @@ def gelu_gradients(dtype: torch.dtype):
     return ours, theirs, derivative * upstream.double()
 
 
-def fp16_steps_apart(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """How many steps of fp16 a is from b, element by element (0 for equal; -0 equals 0)."""
+def steps_apart(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """How many steps of their 16-bit float type (fp16 or bf16) a is from b, element by element
+    (0 for equal; -0 equals 0)."""
     def ordered(t: torch.Tensor) -> torch.Tensor:
         bits = t.view(torch.int16).int()
         return torch.where(bits < 0, -(bits & 0x7FFF), bits)
@@ -246,7 +255,7 @@ def test_gelu_in_fp16_gives_fairseqs_gradients_to_two_steps_and_as_close_to_exac
     # and 1.2 % up to two (no vector instructions); other CPUs have given them equal. fairseq
     # cannot train in fp16 on a CPU; on a GPU: not measured.
     ours, theirs, exact = gelu_gradients(torch.float16)
-    assert fp16_steps_apart(ours, theirs).max() <= 2
+    assert steps_apart(ours, theirs).max() <= 2
     ours_error, theirs_error = (ours.double() - exact).abs().mean(), (theirs.double() - exact).abs().mean()
     assert ours_error <= 1.01 * theirs_error
 
@@ -265,10 +274,11 @@ def test_the_encoder_with_gelu_in_its_input_dtype_is_fairseqs_bit_for_bit(dtype)
     features, gradients = encoder_outputs_and_gradients(ours, source, padding_mask, seed=3)
     assert torch.equal(features, expected)
     assert all(torch.equal(gradients[name], expected_gradients[name]) for name in expected_gradients)
-    # Every fast path includes it; the benches measure it again by putting fairseq's back.
+    # In the default paths; without its name, fairseq's.
     model = use_fast_training_paths(tiny_hubert())
     assert all(layer.activation_fn is torch.nn.functional.gelu for layer in model.encoder.layers)
-    assert gelu_by_fairseq(model) == 2 and gelu_in_input_dtype(model) == 2
+    model = use_fast_paths(tiny_hubert(), parse_fast_paths("all,-gelu-in-input-dtype"))
+    assert all(layer.activation_fn is not torch.nn.functional.gelu for layer in model.encoder.layers)
 
 
 def test_self_attention_hands_other_calls_to_fairseq():
@@ -334,18 +344,33 @@ def test_the_training_paths_run_the_positional_convolution_by_fft_for_the_same_f
     assert "forward" in vars(model.encoder.pos_conv[0])
     features = model.extract_features(source, mask=False)[0]
     assert (features - reference).abs().max() < 1e-5
-    # The benches measure the choice again by putting fairseq's convolution back.
-    assert positional_convs_by_convolution(model) == 1 and "forward" not in vars(model.encoder.pos_conv[0])
+    # Without its name, fairseq's convolution.
+    model = use_fast_paths(tiny_hubert(), parse_fast_paths("all,-fft-positional-conv"))
+    assert "forward" not in vars(model.encoder.pos_conv[0])
     assert torch.equal(model.extract_features(source, mask=False)[0], reference)
 
 
-def test_the_fast_paths_keep_cudnns_attention_kernel_out():
+def test_cudnns_attention_kernel_is_kept_out_only_inside_the_forward():
     torch.backends.cuda.enable_cudnn_sdp(True)
-    try:
-        use_fast_encoder_paths(tiny_hubert())
-        assert not torch.backends.cuda.cudnn_sdp_enabled()
-    finally:
-        torch.backends.cuda.enable_cudnn_sdp(True)
+    model = attention_without_cudnn(tiny_hubert())
+    seen = []
+    model.encoder.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.cudnn_sdp_enabled()))
+    reference = tiny_hubert().extract_features(torch.randn(1, 8000), mask=False)[0]
+    assert torch.backends.cuda.cudnn_sdp_enabled() and not seen
+    torch.manual_seed(0)
+    source = torch.randn(1, 8000)
+    model(source, features_only=True, mask=False)
+    assert seen == [False] and torch.backends.cuda.cudnn_sdp_enabled()
+    assert reference.shape[1] == 24
+
+
+def test_no_fast_path_leaves_fairseqs_model_as_it_is():
+    model, stock = use_fast_paths(tiny_hubert(), parse_fast_paths("none")), tiny_hubert()
+    for (name, module), (_, stock_module) in zip(model.named_modules(), stock.named_modules()):
+        assert set(vars(module)) == set(vars(stock_module)), name
+        assert len(module._forward_pre_hooks) == len(stock_module._forward_pre_hooks), name
+    assert not hasattr(model, "empty_mask_check")
+    assert all(layer.activation_fn is not torch.nn.functional.gelu for layer in model.encoder.layers)
 
 
 def test_fairseqs_adam_settings_give_the_same_update_through_the_fused_adamw():

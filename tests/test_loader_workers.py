@@ -10,7 +10,7 @@ import torch
 
 from fairseq_flea.tasks.loader_workers import end_persistent_loader_workers
 
-# A training process's end as PyTorch before its fix of pytorch/pytorch#81794 makes it with
+# A training process's end as PyTorch before its fix of pytorch/pytorch#81794 (torch 2.11) makes it with
 # pinned memory: an exit handler per kept worker, registered as the workers start, that waits
 # up to 5 s for the worker. Without pinned memory (no GPU here) PyTorch registers none, so the
 # script registers them at the same point, and reports what each finds.
@@ -21,7 +21,10 @@ EXIT_AS_TORCH_BEFORE_ITS_FIX = textwrap.dedent("""
     import torch
     from torch.utils.data import dataloader
 
-    import fairseq_flea.tasks  # noqa: F401
+    from fairseq_flea.tasks import loader_workers
+
+    # This torch has PyTorch's fix; the task's handler is what older releases need.
+    loader_workers.TORCH_WAITS_FOR_EACH_WORKER_AT_EXIT = True
 
     logging.basicConfig(level=logging.INFO)
 
@@ -47,7 +50,7 @@ EXIT_AS_TORCH_BEFORE_ITS_FIX = textwrap.dedent("""
     loader = torch.utils.data.DataLoader(list(range(32)), batch_size=4, num_workers=2, persistent_workers=True)
     for epoch in range(2):
         for batch in loader:
-            pass
+            loader_workers.end_loader_workers_first_at_exit()  # as a training task's step does
 """)
 
 
@@ -79,3 +82,12 @@ def test_loader_workers_that_do_not_finish_are_stopped_within_the_grace_time():
     ended = end_persistent_loader_workers(grace_seconds=0.5)
     assert (ended.loaders, ended.workers, ended.stopped_by_signal) == (1, 2, 2)
     assert not multiprocessing.active_children()
+
+
+def test_the_fix_is_taken_only_where_torch_lacks_its_own():
+    from torch.utils.data import dataloader
+
+    from fairseq_flea.tasks.loader_workers import TORCH_WAITS_FOR_EACH_WORKER_AT_EXIT
+
+    assert TORCH_WAITS_FOR_EACH_WORKER_AT_EXIT == (
+        not hasattr(dataloader._MultiProcessingDataLoaderIter, "_register_persistent_workers_atexit"))

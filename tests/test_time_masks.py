@@ -8,9 +8,9 @@ from fairseq.data.data_utils import compute_mask_indices
 from fairseq.models.hubert import HubertModel
 
 from conftest import host_reads
-from fairseq_flea.hubert.fast_paths import use_fast_training_paths
-from fairseq_flea.hubert.time_masks import apply_time_mask_on_device, span_time_mask, time_masks_by_fairseq
-from test_fast_paths import tiny_hubert
+from fairseq_flea.hubert.fast_path_names import parse_fast_paths
+from fairseq_flea.hubert.time_masks import apply_time_mask_on_device, span_time_mask
+from test_fast_paths import tiny_hubert, use_fast_paths, use_fast_training_paths
 
 FRAMES, MASK_LENGTH, DRAWS = 300, 10, 300
 UTTERANCE_FRAMES = [300, 280, 240, 200, 150, 90]  # the rest of each row is padding
@@ -96,4 +96,5 @@ def test_masked_frames_take_the_mask_embedding_as_fairseq_puts_it():
 def test_the_training_paths_draw_masks_on_the_device():
     model = use_fast_training_paths(tiny_hubert())
     assert model.apply_mask.__func__ is apply_time_mask_on_device
-    assert time_masks_by_fairseq(model) == 1 and model.apply_mask.__func__ is HubertModel.apply_mask
+    model = use_fast_paths(tiny_hubert(), parse_fast_paths("all,-device-time-masks"))
+    assert model.apply_mask.__func__ is HubertModel.apply_mask

@@ -45,7 +45,7 @@ Measured together on an H200 (bf16, base size, whole fairseq runs, BENCHMARKS.md
 """
 
 from functools import partial
-from typing import Callable, List, Optional
+from typing import AbstractSet, Callable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -54,6 +54,7 @@ from fairseq.models.hubert import HubertModel
 from fairseq.models.wav2vec.wav2vec2 import TransformerSentenceEncoderLayer
 from fairseq.modules import MultiheadAttention
 from fairseq.modules.gelu import gelu as fairseq_gelu
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fairseq_flea.hubert.time_masks import time_masks_on_device
 
@@ -90,16 +91,18 @@ class EmptyMaskCheck:
         return None
 
 
-def attend_without_empty_padding_masks(model: nn.Module) -> int:
+def attend_without_empty_padding_masks(model: nn.Module, host_answers: bool = True) -> int:
     """Let every attention layer of ``model`` run unmasked when no key is padded, and stop
     its transformer encoders from padding sequences to an even length; returns the number
-    of attention layers changed."""
+    of attention layers changed. ``host_answers``: a forward may tell the layers on the host
+    whether a batch pads anything (``padding_known_on_host``); otherwise each mask is asked."""
     for module in model.modules():
         if hasattr(module, "required_seq_len_multiple"):
             # Padding to a multiple of 2 adds a masked frame to odd-length batches; the
             # frame is never attended to, so without it the valid frames are unchanged.
             module.required_seq_len_multiple = 1
     check = EmptyMaskCheck()
+    check.takes_host_answers = host_answers
     model.empty_mask_check = check
     layers = [module for module in model.modules() if isinstance(module, MultiheadAttention)]
     for layer in layers:
@@ -114,15 +117,6 @@ def padding_known_on_host(model: nn.Module, mask: torch.Tensor, pads_nothing: bo
     check = getattr(model, "empty_mask_check", None)
     if check is not None:
         check.known(mask, pads_nothing)
-
-
-def padding_asked_of_the_device(model: nn.Module) -> int:
-    """Undo ``padding_known_on_host`` in ``model``: its attention asks the device again
-    whether each mask pads anything (to measure what that costs); returns the checks changed."""
-    checks = [module.empty_mask_check for module in model.modules() if hasattr(module, "empty_mask_check")]
-    for check in checks:
-        check.takes_host_answers = False
-    return len(checks)
 
 
 def batches_never_padded(model: HubertModel) -> HubertModel:
@@ -208,16 +202,6 @@ def self_attention_without_general_checks(model: nn.Module) -> int:
               if isinstance(module, MultiheadAttention) and plain_self_attention(module)]
     for layer in layers:
         layer.forward = partial(self_attention_by_sdpa, layer, masks)
-    return len(layers)
-
-
-def self_attention_by_fairseq(model: nn.Module) -> int:
-    """Undo ``self_attention_without_general_checks`` (to measure the difference); returns the
-    number of layers changed back."""
-    layers = [module for module in model.modules()
-              if isinstance(module, MultiheadAttention) and "forward" in vars(module)]
-    for layer in layers:
-        del layer.forward
     return len(layers)
 
 
@@ -308,15 +292,6 @@ def padded_input_length(length: int) -> int:
     return length
 
 
-def positional_convs_by_convolution(model: nn.Module) -> int:
-    """Undo ``positional_convs_by_fft`` (to measure the difference); returns the number of
-    convolutions changed back."""
-    convs = [conv for conv in positional_convs(model) if "forward" in vars(conv)]
-    for conv in convs:
-        del conv.forward
-    return len(convs)
-
-
 def replace_gelu(model: nn.Module, current: Callable, replacement: Callable) -> int:
     """Give every transformer layer of ``model`` whose activation is ``current`` the
     ``replacement``; returns the number of layers changed."""
@@ -338,24 +313,29 @@ def gelu_in_input_dtype(model: nn.Module) -> int:
     return replace_gelu(model, fairseq_gelu, F.gelu)
 
 
-def gelu_by_fairseq(model: nn.Module) -> int:
-    """Undo ``gelu_in_input_dtype`` (to measure the difference); returns the number of layers
-    changed back."""
-    return replace_gelu(model, F.gelu, fairseq_gelu)
+SDPA_WITHOUT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
-def attention_without_cudnn() -> None:
-    """Keep PyTorch's cuDNN kernel out of scaled-dot-product attention in this process.
+def forward_without_cudnn_attention(module: nn.Module, *args, **kwargs):
+    """``module``'s own forward with PyTorch's cuDNN attention kernel out of the choice
+    (``sdpa_kernel`` restores PyTorch's setting on the way out). torch 2.11 prefers cuDNN's kernel
+    on Hopper, which builds a graph for every new batch shape on the CPU while the GPU waits;
+    flash or memory-efficient attention compute the same attention. The backward runs the
+    kernel its forward chose."""
+    with sdpa_kernel(SDPA_WITHOUT_CUDNN):
+        return type(module).forward(module, *args, **kwargs)
 
-    Process-wide, as PyTorch's backend switches are; a model-local choice would need a
-    context manager around every forward call."""
-    torch.backends.cuda.enable_cudnn_sdp(False)
+
+def attention_without_cudnn(module: nn.Module) -> nn.Module:
+    """Run ``module``'s forward by ``forward_without_cudnn_attention``."""
+    module.forward = partial(forward_without_cudnn_attention, module)
+    return module
 
 
 def compiled_encoder_layers(model: nn.Module) -> int:
     """Compile each transformer layer's forward (``torch.compile``, dynamic shapes: every
     batch has a length of its own), so that a step launches fused kernels instead of one per
-    operator; returns how many layers. A candidate, not a default: fused arithmetic rounds
+    operator; returns how many layers. Opt-in, not in ``all``: fused arithmetic rounds
     differently, dropout draws differently, and each process compiles first."""
     layers = [module for module in model.modules() if isinstance(module, TransformerSentenceEncoderLayer)]
     for layer in layers:
@@ -368,22 +348,22 @@ def compiled_encoder_layers(model: nn.Module) -> int:
     return len(layers)
 
 
-def use_fast_encoder_paths(model: nn.Module) -> nn.Module:
-    """The encoder's fast paths on ``model``: attention without empty padding masks, PyTorch's
-    general checks or cuDNN's kernel, the positional convolution by FFT, GELU in the input's
-    dtype, time masks drawn on the device."""
-    attend_without_empty_padding_masks(model)
-    self_attention_without_general_checks(model)
-    positional_convs_by_fft(model)
-    gelu_in_input_dtype(model)
-    time_masks_on_device(model)
-    attention_without_cudnn()
-    return model
-
-
-def use_fast_training_paths(model: nn.Module) -> nn.Module:
-    """Every fast path on a HuBERT pretraining model (label logits only on a ``HubertModel``)."""
-    use_fast_encoder_paths(model)
-    if isinstance(model, HubertModel):
+def use_fast_paths(model: nn.Module, names: AbstractSet[str]) -> nn.Module:
+    """The encoder paths among ``names`` (``fast_path_names``) on ``model``, a HuBERT
+    pretraining model or encoder; without any of them it stays fairseq's own. The cuDNN choice
+    is applied by the caller around the forward it owns (``attention_without_cudnn``)."""
+    if "unmasked-attention" in names:
+        attend_without_empty_padding_masks(model, host_answers="padding-known-on-host" in names)
+    if "direct-attention" in names:
+        self_attention_without_general_checks(model)
+    if "fft-positional-conv" in names:
+        positional_convs_by_fft(model, fft_size=fast_fft_size if "fast-fft-sizes" in names else padded_input_length)
+    if "gelu-in-input-dtype" in names:
+        gelu_in_input_dtype(model)
+    if "device-time-masks" in names:
+        time_masks_on_device(model)
+    if "matmul-label-logits" in names and isinstance(model, HubertModel):
         model.compute_nce = label_logits_by_matmul.__get__(model)
+    if "compiled-layers" in names:
+        compiled_encoder_layers(model)
     return model

@@ -88,14 +88,3 @@ def time_masks_on_device(model: torch.nn.Module) -> int:
             module.apply_mask = apply_time_mask_on_device.__get__(module)
             changed += 1
     return changed
-
-
-def time_masks_by_fairseq(model: torch.nn.Module) -> int:
-    """Undo ``time_masks_on_device`` (to measure the difference); returns the number of
-    models changed."""
-    changed = 0
-    for module in model.modules():
-        if isinstance(module, HubertModel) and "apply_mask" in vars(module):
-            del module.apply_mask
-            changed += 1
-    return changed

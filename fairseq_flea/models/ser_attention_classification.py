@@ -20,7 +20,9 @@ from fairseq.models import BaseFairseqModel, register_model
 from omegaconf import II, MISSING, open_dict
 
 from fairseq_flea.hubert.encoder import build_hubert_encoder, check_normalize_matches, load_hubert_encoder_source
-from fairseq_flea.hubert.fast_paths import use_fast_encoder_paths
+from fairseq_flea.hubert.fast_path_names import HELP as FAST_PATHS_HELP
+from fairseq_flea.hubert.fast_path_names import parse_fast_paths
+from fairseq_flea.hubert.fast_paths import use_fast_paths
 from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.models.pooling import build_pooling
 
@@ -52,6 +54,7 @@ class SerClassificationConfig(FairseqDataclass):
     mask_length: int = 10
     mask_channel_prob: float = 0.0
     mask_channel_length: int = 10
+    fast_paths: str = field(default="all", metadata={"help": FAST_PATHS_HELP})
 
 
 ENCODER_OVERRIDES = (
@@ -84,7 +87,9 @@ class SerAttentionClassificationModel(BaseFairseqModel):
         else:
             encoder = build_hubert_encoder(cfg.w2v_args, overrides)
         check_normalize_matches(cfg.w2v_path, cfg.w2v_args, cfg.normalize)
-        use_fast_encoder_paths(encoder)  # it predicts no labels: the label logits' fast path has no use
+        # The training task has checked the value (tasks.training_paths) and applies the
+        # paths that concern the whole model.
+        use_fast_paths(encoder, parse_fast_paths(cfg.get("fast_paths", "all")))
         return cls(cfg, encoder, len(task.class_names))
 
     def set_num_updates(self, num_updates: int) -> None:

@@ -6,6 +6,9 @@ eight elementwise operations per weight tensor; in bf16 fairseq keeps the fp32 m
 as separate tensors (in fp16 as one flat tensor), and the loop took 22 ms of an H100's time
 per HuBERT-base update (bench/bench_train_throughput.py). The fused AdamW updates all tensors
 in one pass, and gradient clipping takes all their norms in one foreach call.
+
+Without the ``fused-adamw`` fast path the training task hands the optimizer back to fairseq
+before the first update (``use_fairseq_update``): the same update as ``optimizer: adam``.
 """
 
 from dataclasses import dataclass
@@ -32,6 +35,15 @@ class FusedAdamW(FairseqAdam):
         ]
         fused = all(p.device.type in ("cuda", "cpu") and p.dtype == torch.float32 for p in tensors)
         self._optimizer = torch.optim.AdamW(params, fused=fused, **self.optimizer_config)
+        self.fused_update = True
+
+    def use_fairseq_update(self) -> None:
+        """Update and clip as fairseq's ``adam`` does, from now on; before the first update only
+        (the state starts empty). The parameter groups keep their learning rate, which the
+        scheduler set when it was built."""
+        if self.fused_update:
+            FairseqAdam.__init__(self, self.cfg, self._optimizer.param_groups)
+            self.fused_update = False
 
     @property
     def supports_flat_params(self) -> bool:
@@ -40,6 +52,8 @@ class FusedAdamW(FairseqAdam):
     def clip_grad_norm(self, max_norm, aggregate_norm_fn=None) -> torch.Tensor:
         """fairseq's ``clip_grad_norm_``, with the gradients' norms taken by one foreach call
         instead of one call per weight tensor."""
+        if not self.fused_update:
+            return super().clip_grad_norm(max_norm, aggregate_norm_fn)
         params = list(self.params)
         grads = [p.grad for p in params if getattr(p, "grad", None) is not None]
         if (len(grads) < 2 or any(g.dtype != torch.float32 or g.device != grads[0].device for g in grads)

@@ -73,12 +73,3 @@ def use_foreach_master_weights(optimizer) -> bool:
         optimizer.foreach_master_weights = True
         logger.info("fp32 master weights: gradients, zeros and weights copied by foreach operations")
     return True
-
-
-class ForeachMasterWeightsTask:
-    """Task mixin: trains with ``use_foreach_master_weights`` on the trainer's optimizer
-    (fairseq builds it after the task, and hands it to the task's ``train_step``)."""
-
-    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False, **kwargs):
-        use_foreach_master_weights(optimizer)
-        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)

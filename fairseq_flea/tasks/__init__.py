@@ -1,10 +1,7 @@
 """What fairseq registers for data: tasks emotion_hubert_pretraining and emotion_classification,
-the classification dataset, checkpoints written in the background, the end of data-loading
-workers kept between epochs, datasets read by their loader only, and the trainer's per-step
-seeding and mode switch made cheaper. Imports io, hubert and optim.
+the classification dataset, and the training process's fast paths (training_paths: checkpoints
+written in the background, the end of kept loader workers, datasets read by their loader only,
+cheaper per-step bookkeeping), applied only when a task trains. Imports io, hubert and optim.
 """
 
-# checkpoint_writes before loader_workers: its exit handler must run after theirs (atexit runs
-# the last registered first), since it may end the process.
-from fairseq_flea.tasks import checkpoint_writes  # noqa: F401, I001
-from fairseq_flea.tasks import emotion_classification, emotion_hubert_pretraining, loader_workers, step_bookkeeping  # noqa: F401
+from fairseq_flea.tasks import emotion_classification, emotion_hubert_pretraining  # noqa: F401

@@ -8,7 +8,7 @@ validation improves. fairseq's own asynchronous mode (``write_checkpoints_asynch
 needs iopath, writes under the final name (a crash leaves a truncated file that looks whole)
 and skips the copies.
 
-With ``task.background_checkpoint_writes`` (on by default in both tasks) training waits only
+With the ``background-checkpoints`` fast path (in ``all``) training waits only
 for the copy to CPU memory. A thread then writes the file under a temporary name and renames
 it when complete, and gives it its other names as hard links (one write instead of a write
 and a full copy; a copy where the filesystem has no hard links). fairseq still decides which
@@ -159,13 +159,12 @@ def file_operations_deferred(operations: List[Callable[[], None]]) -> Iterator[L
 
 
 def writes_in_background(trainer) -> bool:
-    task_cfg = getattr(trainer.task, "cfg", None)
-    return bool(getattr(task_cfg, "background_checkpoint_writes", False))
+    return "background-checkpoints" in getattr(trainer.task, "fast_paths", ())
 
 
 def save_checkpoint_in_background(save_checkpoint: Callable):
     """fairseq's ``checkpoint_utils.save_checkpoint`` (``save_checkpoint``), its files written
-    by ``WRITER`` when the run's task has ``background_checkpoint_writes``."""
+    by ``WRITER`` when the run's task has the ``background-checkpoints`` fast path."""
 
     def save(cfg, trainer, epoch_itr, val_loss):
         if not writes_in_background(trainer):
@@ -194,9 +193,15 @@ def _wait_at_exit() -> None:
         os._exit(1)  # the run's exit status says its checkpoint is missing
 
 
-# fairseq_cli.train calls checkpoint_utils.save_checkpoint by its module attribute. fairseq
-# keeps the best validation score as an attribute of that function; it now lives on ``save``.
-checkpoint_utils.save_checkpoint = save_checkpoint_in_background(checkpoint_utils.save_checkpoint)
-# Registered before loader_workers' handler (fairseq_flea.tasks imports this module first), so
-# it runs after it: atexit runs the last registered first.
-atexit.register(_wait_at_exit)
+def write_checkpoints_in_background() -> None:
+    """Let this training process write checkpoints by ``save_checkpoint_in_background``:
+    fairseq_cli.train calls ``checkpoint_utils.save_checkpoint`` by its module attribute, so the
+    attribute is replaced (once; fairseq keeps the best validation score as an attribute of that
+    function, which then lives on the replacement). Called by a training task before its first
+    epoch, never on import: a process that only loads models keeps fairseq's function."""
+    if hasattr(checkpoint_utils.save_checkpoint, "__wrapped__"):
+        return
+    checkpoint_utils.save_checkpoint = save_checkpoint_in_background(checkpoint_utils.save_checkpoint)
+    # Before the loader workers' handler is registered again (tasks.training_paths), so that it
+    # runs after it: atexit runs the last registered first, and this one may end the process.
+    atexit.register(_wait_at_exit)

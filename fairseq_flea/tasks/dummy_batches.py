@@ -13,7 +13,7 @@ rank. There a dataset says it cannot be read outside its loader, which makes fai
 first batch a step prepares as the stand-in instead (fairseq's own path for such datasets).
 Runs of several processes keep fairseq's reading: a rank whose first batch of a validation is
 empty (a validation set of fewer batches than GPUs) needs a stand-in read beforehand.
-``task.read_dummy_batch=true`` reads it in every run, as fairseq does.
+Without the ``dummy-batch-from-step`` fast path every run reads it, as fairseq does.
 """
 
 import torch

@@ -11,10 +11,8 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
-from fairseq_flea.optim.master_weights import ForeachMasterWeightsTask
 from fairseq_flea.tasks.classification_data import class_names, load_classification_split, load_label_dictionary
-from fairseq_flea.tasks.dummy_batches import read_by_loader_only_in_one_process
-from fairseq_flea.tasks.step_bookkeeping import switch_train_mode_only_when_changed
+from fairseq_flea.tasks.training_paths import FastPathsTask, fast_paths_of, model_with_fast_paths
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +31,19 @@ class EmotionClassificationConfig(FairseqDataclass):
         metadata={"help": "training crops longer utterances at a random offset to this many samples; "
                   "validation and evaluation always see full utterances"},
     )
-    # Read by fairseq's get_batch_iterator; the shipped configs with workers keep them
-    # (fairseq_flea.tasks.loader_workers ends them when training ends).
-    persistent_workers: bool = field(default=False, metadata={"help": "keep data-loading workers between epochs"})
-    background_checkpoint_writes: bool = field(
+    # Read by fairseq's get_batch_iterator, which keeps workers when a task has no such field.
+    persistent_workers: bool = field(
         default=True,
-        metadata={"help": "write checkpoints on a thread while training goes on (fairseq_flea.tasks.checkpoint_writes)"},
-    )
-    read_dummy_batch: bool = field(
-        default=False,
-        metadata={"help": "read the first batch again before each epoch and validation, as fairseq does, as the "
-                  "stand-in for a rank's missing batches; off: a run of one process takes the first batch a "
-                  "step prepares (fairseq_flea.tasks.dummy_batches)"},
+        metadata={"help": "keep data-loading workers between epochs (fairseq's own default; "
+                  "fairseq_flea.tasks.loader_workers ends them when training ends)"},
     )
 
 
 @register_task("emotion_classification", dataclass=EmotionClassificationConfig)
-class EmotionClassificationTask(ForeachMasterWeightsTask, FairseqTask):
+class EmotionClassificationTask(FastPathsTask, FairseqTask):
+    """The training process's fast paths are those of the model it trains (``model.fast_paths``):
+    fairseq builds the model before it loads data or trains."""
+
     cfg: EmotionClassificationConfig
 
     def __init__(self, cfg: EmotionClassificationConfig):
@@ -63,7 +57,8 @@ class EmotionClassificationTask(ForeachMasterWeightsTask, FairseqTask):
         return cls(cfg)
 
     def build_model(self, cfg, from_checkpoint: bool = False):
-        return switch_train_mode_only_when_changed(super().build_model(cfg, from_checkpoint))
+        self.fast_paths = fast_paths_of(cfg.get("fast_paths", "all"), "model.fast_paths")
+        return model_with_fast_paths(super().build_model(cfg, from_checkpoint), self.fast_paths)
 
     def load_target_dictionary(self) -> Dictionary:
         return load_label_dictionary(os.path.join(self.cfg.data, f"dict.{self.cfg.labels}.txt"))
@@ -91,8 +86,7 @@ class EmotionClassificationTask(ForeachMasterWeightsTask, FairseqTask):
             self.cfg.normalize,
             self.cfg.max_sample_size if is_training else None,
         )
-        if not self.cfg.read_dummy_batch:
-            read_by_loader_only_in_one_process(self.datasets[split])
+        self.dataset_with_fast_paths(self.datasets[split])
         logger.info(f"{split}: {len(self.datasets[split])} utterances, classes {self.class_names}")
 
     def max_positions(self) -> Tuple[int, int]:

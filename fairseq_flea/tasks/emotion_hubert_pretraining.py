@@ -20,16 +20,15 @@ from fairseq.tasks.hubert_pretraining import HubertPretrainingConfig, HubertPret
 from fairseq_flea.hubert.checkpoints import hubert_model_config, load_checkpoint_state
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.hubert.encoder import check_normalize_matches
-from fairseq_flea.hubert.fast_paths import batches_never_padded, use_fast_training_paths
+from fairseq_flea.hubert.fast_path_names import HELP as FAST_PATHS_HELP
+from fairseq_flea.hubert.fast_paths import batches_never_padded
 from fairseq_flea.hubert.init_from import (
     same_labels_as_checkpoint,
     take_architecture,
     transfer_weights,
 )
 from fairseq_flea.io.manifest import check_frame_labels, read_manifest
-from fairseq_flea.optim.master_weights import ForeachMasterWeightsTask
-from fairseq_flea.tasks.dummy_batches import read_by_loader_only_in_one_process
-from fairseq_flea.tasks.step_bookkeeping import switch_train_mode_only_when_changed
+from fairseq_flea.tasks.training_paths import FastPathsTask, fast_paths_of, model_with_fast_paths
 
 logger = logging.getLogger(__name__)
 
@@ -57,24 +56,22 @@ class EmotionHubertPretrainingConfig(HubertPretrainingConfig):
         default=0.1,
         metadata={"help": "largest allowed difference between audio and label duration"},
     )
-    # Read by fairseq's get_batch_iterator; the shipped configs with workers keep them
-    # (fairseq_flea.tasks.loader_workers ends them when training ends).
-    persistent_workers: bool = field(default=False, metadata={"help": "keep data-loading workers between epochs"})
-    background_checkpoint_writes: bool = field(
+    # Read by fairseq's get_batch_iterator, which keeps workers when a task has no such field.
+    persistent_workers: bool = field(
         default=True,
-        metadata={"help": "write checkpoints on a thread while training goes on (fairseq_flea.tasks.checkpoint_writes)"},
+        metadata={"help": "keep data-loading workers between epochs (fairseq's own default; "
+                  "fairseq_flea.tasks.loader_workers ends them when training ends)"},
     )
-    read_dummy_batch: bool = field(
-        default=False,
-        metadata={"help": "read the first batch again before each epoch and validation, as fairseq does, as the "
-                  "stand-in for a rank's missing batches; off: a run of one process takes the first batch a "
-                  "step prepares (fairseq_flea.tasks.dummy_batches)"},
-    )
+    fast_paths: str = field(default="all", metadata={"help": FAST_PATHS_HELP})
 
 
 @register_task("emotion_hubert_pretraining", dataclass=EmotionHubertPretrainingConfig)
-class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTask):
+class EmotionHubertPretrainingTask(FastPathsTask, HubertPretrainingTask):
     cfg: EmotionHubertPretrainingConfig
+
+    def __init__(self, cfg: EmotionHubertPretrainingConfig) -> None:
+        self.fast_paths = fast_paths_of(cfg.fast_paths, "task.fast_paths")
+        super().__init__(cfg)
 
     def load_dictionaries(self) -> List[Dictionary]:
         for label in self.cfg.labels:
@@ -100,8 +97,7 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
                     known_symbols=dictionary.indices,
                 )
         super().load_dataset(split, **kwargs)
-        if not self.cfg.read_dummy_batch:
-            read_by_loader_only_in_one_process(self.datasets[split])
+        self.dataset_with_fast_paths(self.datasets[split])
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         # A model restored from one of our own checkpoints already has its weights and
@@ -110,10 +106,10 @@ class EmotionHubertPretrainingTask(ForeachMasterWeightsTask, HubertPretrainingTa
             model = super().build_model(cfg, from_checkpoint)
         else:
             model = self.build_model_from(self.cfg.init_from, cfg)
-        use_fast_training_paths(model)
-        if not self.cfg.pad_audio:
+        self.encoder_with_fast_paths(model)
+        if not self.cfg.pad_audio and "padding-known-on-host" in self.fast_paths:
             batches_never_padded(model)
-        return switch_train_mode_only_when_changed(model)
+        return model_with_fast_paths(model, self.fast_paths)
 
     def build_model_from(self, source_path: str, cfg):
         """fairseq's HuBERT with the architecture and weights of the checkpoint at ``source_path``."""

@@ -14,19 +14,19 @@ was seen to run only after those 40 s, then to end the 8 workers in 0.1 s.
 
 So ``end_persistent_loader_workers`` asks every worker of every kept loader to finish at
 once, waits for all of them together for a bounded time, and stops those still running by
-signal (the workers only read audio, so nothing is lost). Its exit handler is registered again
-each time a loader starts kept workers, after PyTorch's: ``atexit`` runs the last registered
-first, so it runs before PyTorch's handlers, which then find the workers ended. The recipe
-calls it when each in-process training ends.
+signal (the workers only read audio, so nothing is lost). With the ``loader-worker-exit`` fast
+path, on torch releases without PyTorch's fix, a training task registers its exit handler
+again as loaders start (``end_loader_workers_first_at_exit``), after PyTorch's: ``atexit`` runs
+the last registered first, so it runs before PyTorch's handlers, which then find the workers
+ended. The recipe calls it when each in-process training ends, whatever the torch release.
 """
 
 import atexit
-import functools
 import gc
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, List
+from typing import List
 
 from torch.utils.data import dataloader
 
@@ -107,18 +107,18 @@ def _end_persistent_loader_workers_at_exit() -> None:
     log_ended(end_persistent_loader_workers())
 
 
-def _exit_handler_registered_after_torchs(start_iterator: Callable) -> Callable:
-    @functools.wraps(start_iterator)
-    def start_then_register_exit_handler_again(iterator, loader) -> None:
-        start_iterator(iterator, loader)
-        if iterator._persistent_workers:
-            atexit.unregister(_end_persistent_loader_workers_at_exit)
-            atexit.register(_end_persistent_loader_workers_at_exit)
-
-    return start_then_register_exit_handler_again
+# PyTorch's own fix (one exit handler for all kept iterators, which asks their workers to finish
+# first) is in torch 2.13, which CI runs; torch 2.11, on the GPU machines, registers a handler per
+# worker. Where the fix is, this module's handler is not needed.
+TORCH_WAITS_FOR_EACH_WORKER_AT_EXIT = not hasattr(dataloader._MultiProcessingDataLoaderIter,
+                                                  "_register_persistent_workers_atexit")
 
 
-atexit.register(_end_persistent_loader_workers_at_exit)
-if not hasattr(dataloader._MultiProcessingDataLoaderIter.__init__, "__wrapped__"):
-    dataloader._MultiProcessingDataLoaderIter.__init__ = _exit_handler_registered_after_torchs(
-        dataloader._MultiProcessingDataLoaderIter.__init__)
+def end_loader_workers_first_at_exit() -> None:
+    """Make this module's exit handler the next to run at exit (``atexit`` runs the last
+    registered first), ahead of the handlers PyTorch registered for the workers started so far.
+    A training task calls it as loaders start (each training and validation step), in a training
+    process only, and only on torch releases without PyTorch's fix."""
+    if TORCH_WAITS_FOR_EACH_WORKER_AT_EXIT:
+        atexit.unregister(_end_persistent_loader_workers_at_exit)
+        atexit.register(_end_persistent_loader_workers_at_exit)

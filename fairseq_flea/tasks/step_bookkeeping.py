@@ -59,5 +59,8 @@ def switch_train_mode_only_when_changed(model: nn.Module) -> nn.Module:
     return model
 
 
-# fairseq's Trainer calls utils.set_torch_seed by its module attribute.
-utils.set_torch_seed = SetTorchSeed
+def seed_only_the_devices_present() -> None:
+    """Let this training process seed by ``SetTorchSeed``: fairseq's Trainer calls
+    ``utils.set_torch_seed`` by its module attribute. Called by a training task before its first
+    epoch, never on import."""
+    utils.set_torch_seed = SetTorchSeed
