@@ -18,16 +18,17 @@ and torch._dynamo imported, so the start-up after those imports.
 
 --checkouts runs other copies of the project the same way (e.g. the commit before a change,
 from `git worktree add`), so before and after are measured in one run on one machine.
---candidates also runs the first checkout with changes to its training path
-(timed_hydra_train.CANDIDATE_CHANGES) or to its config (a fairseq-hydra-train override such
-as dataset.batch_size_valid=192), "+" to combine, one more row each. Compare rows by
+--candidates also runs the first checkout with other values of the configs' fast_paths
+(task.fast_paths for pretraining, model.fast_paths for fine-tuning; e.g. all,-fast-fft-sizes
+or all+compiled-layers) or with a fairseq-hydra-train override (anything with "=", such as
+dataset.batch_size_valid=192), one more row each. Compare rows by
 audio s/s: FLOPs are what torch.utils.flop_counter counts in each run's own step, and it
 counts nothing for FFTs, so with the positional convolution by FFT (the default) GFLOP and
 MFU read low.
 
     python bench/bench_train_throughput.py --device cuda --precision bf16 [fp16 fp32]
     python bench/bench_train_throughput.py --device cuda --checkouts . ../before --names after before
-    python bench/bench_train_throughput.py --device cuda --candidates cudnn-attention conv-pos-conv cudnn-benchmark
+    python bench/bench_train_throughput.py --device cuda --candidates all,-fft-positional-conv all+cudnn-benchmark
     python bench/bench_train_throughput.py --device cuda --candidates task.persistent_workers=true
     python bench/bench_train_throughput.py --device cpu   # tiny smoke test
 """
@@ -37,6 +38,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -58,6 +60,7 @@ from fairseq.dataclass.utils import merge_with_parent  # noqa: E402
 from fairseq.models.hubert import HubertConfig  # noqa: E402
 
 from fairseq_flea.hubert.conversion import save_fairseq_checkpoint  # noqa: E402
+from fairseq_flea.hubert.fast_path_names import parse_fast_paths  # noqa: E402
 from fairseq_flea.hubert.encoder import build_hubert_encoder  # noqa: E402
 from fairseq_flea.io.manifest import read_manifest  # noqa: E402
 from fairseq_flea.recipe.flea_recipe import PRECISION_OVERRIDES  # noqa: E402
@@ -262,23 +265,29 @@ def train_command(checkout: Path, phase: str, size: str, data: Path, stand_in: P
             *phase_overrides(phase, data, stand_in, save_dir, precision, device, updates), *extra]
 
 
-def split_candidates(candidates: str) -> Tuple[List[str], List[str]]:
-    """The "+"-separated parts of a --candidates entry: (CANDIDATE_CHANGES names, config overrides)."""
-    parts = [part for part in candidates.split("+") if part]
-    return [part for part in parts if "=" not in part], [part for part in parts if "=" in part]
+def candidate_overrides(candidate: str, phase: str) -> List[str]:
+    """A --candidates value as fairseq-hydra-train overrides: an override (key=value) as it is,
+    else a fast_paths value on the phase's field, quoted for hydra (its commas)."""
+    if not candidate or "=" in candidate:
+        return [candidate] if candidate else []
+    return [f'{"task" if phase == "pretraining" else "model"}.fast_paths="{candidate}"']
+
+
+def run_directory(name: str) -> str:
+    """A run's directory name: hydra's override grammar takes no "=", "," or quotes in a
+    path such as checkpoint.save_dir."""
+    return re.sub(r"[^\w.+-]+", "-", name)
 
 
 def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_in: Path) -> Run:
-    # Hydra's override grammar takes no "=" inside a value such as checkpoint.save_dir.
-    run_dir = work / run.checkout.replace("=", "-") / run.precision / run.phase
+    run_dir = work / run_directory(run.checkout) / run.precision / run.phase
     # fairseq would resume from an earlier run's checkpoints in a reused --work-dir and train nothing.
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     times_path = run_dir / "times.json"
-    changes, overrides = split_candidates(run.candidates)
-    command = train_command(checkout, run.phase, args.size, data, stand_in, run_dir / "checkpoints",
-                            run.precision, args.device, args.updates, [*args.overrides, *overrides])
-    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path), "FLEA_CANDIDATES": "+".join(changes),
+    command = train_command(checkout, run.phase, args.size, data, stand_in, run_dir / "checkpoints", run.precision,
+                            args.device, args.updates, [*args.overrides, *candidate_overrides(run.candidates, run.phase)])
+    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path),
            "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
            "FLEA_COUNT_FLOPS_AT": str(COUNT_AT), "FLEA_PROFILE_AT": str(profile_step(args.updates)),
            "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
@@ -608,8 +617,8 @@ def main() -> int:
     parser.add_argument("--checkouts", nargs="+", default=[str(REPO_ROOT)], help="project copies to run, in turn")
     parser.add_argument("--names", nargs="+", help="a name for each checkout in the table (default: directory names)")
     parser.add_argument("--candidates", nargs="+", default=[],
-                        help="also run the first checkout with these changes: timed_hydra_train.CANDIDATE_CHANGES "
-                             "or fairseq-hydra-train overrides (key=value), '+' to combine")
+                        help="also run the first checkout with each of these: a fast_paths value "
+                             "(all,-NAME, all+NAME, ...) or a fairseq-hydra-train override (key=value)")
     parser.add_argument("--overrides", nargs="*", default=[], help="more fairseq-hydra-train overrides for every run")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (default: from its name)")
     parser.add_argument("--work-dir", help="default: a new temporary directory")
@@ -622,13 +631,12 @@ def main() -> int:
     names = args.names or [Path(checkout).resolve().name for checkout in args.checkouts]
     if len(names) != len(args.checkouts):
         parser.error("--names needs one name per checkout")
-    from timed_hydra_train import CANDIDATE_CHANGES
-
-    unknown = [name for candidates in args.candidates for name in split_candidates(candidates)[0]
-               if name not in CANDIDATE_CHANGES]
-    if unknown:
-        parser.error(f"unknown candidate change {unknown[0]!r}; known: {', '.join(CANDIDATE_CHANGES)}, "
-                     f"or a config override key=value")
+    for candidate in (c for c in args.candidates if "=" not in c):
+        try:
+            parse_fast_paths(candidate)
+        except ValueError as error:  # one line, before the corpus is written
+            print(f"error: --candidates: {error}; or a fairseq-hydra-train override key=value", file=sys.stderr)
+            return 2
     if args.updates <= COUNT_AT + 1:
         parser.error(f"--updates must be above {COUNT_AT + 1} (warm-up, a counted and a profiled step)")
     import torch

@@ -5,12 +5,15 @@
 # as it ends:
 #
 #   machine.txt        the GPU, driver, torch, CPU cores and the commit measured
-#   pretraining.md     TAPT: the current code, then with dataset.data_buffer_size=0 (no
-#                      fairseq buffer thread), dataset.num_workers=8, expandable-segments,
-#                      device-padding-check (attention asks the GPU whether a batch is padded)
+#   pretraining.md     TAPT: the current code (fast_paths all), then with
+#                      dataset.data_buffer_size=0 (no fairseq buffer thread),
+#                      dataset.num_workers=8, and the fast_paths values all+expandable-segments,
+#                      all,-padding-known-on-host (attention asks the GPU whether a batch is
+#                      padded), all+compiled-layers (last: it compiles first)
 #   finetuning.md      fine-tuning: the current code, REFERENCE_CHECKOUT (an older copy of
-#                      the project, e.g. from `git worktree add`), device-padding-check,
-#                      expandable-segments (last: the reference's 41 s exit may leave it no time)
+#                      the project, e.g. from `git worktree add`), all,-padding-known-on-host,
+#                      all+expandable-segments, all,-fast-fft-sizes (FFTs as long as the
+#                      input), all,-gelu-in-input-dtype (fairseq's GELU)
 #   NAME.log           what each part printed (console.log: everything)
 #   runs/              each training's times.json, train.log and profile (no checkpoints)
 #
@@ -18,8 +21,8 @@
 #   DEVICE=cpu bash bench/gpu_throughput_checks.sh OUT_DIR   # rehearsal: tiny, a few steps each
 #
 # Environment: PYTHON (default python3), DEVICE (cuda), FLEA_COMMIT (default: git's HEAD),
-# LIMIT_PRETRAINING / LIMIT_FINETUNING (seconds per part; the defaults add up to 410 s on a
-# GPU, 5 minutes each in the CPU rehearsal).
+# LIMIT_PRETRAINING / LIMIT_FINETUNING (seconds per part; the defaults add up to 545 s on a
+# GPU, 5 minutes each in the CPU rehearsal). A part out of time keeps the rows it finished.
 # Exits non-zero if any part failed or ran out of time; the other parts still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,20 +82,22 @@ cat "$out/machine.txt"
 
 # The rehearsal runs every part at its smallest; on a GPU each bench's own defaults hold.
 if [[ $device == cuda ]]; then
-    limits=(230 180) small_throughput=()
+    limits=(285 260) small_throughput=()
 else
     limits=(300 300) small_throughput=(--updates 6 --utterances 16)
 fi
 throughput=("$python" bench/bench_train_throughput.py --device "$device" "${small_throughput[@]}")
 
 run_part pretraining "${LIMIT_PRETRAINING:-${limits[0]}}" "${throughput[@]}" --phases pretraining --names now \
-    --candidates dataset.data_buffer_size=0 dataset.num_workers=8 expandable-segments device-padding-check \
+    --candidates dataset.data_buffer_size=0 dataset.num_workers=8 all+expandable-segments \
+    all,-padding-known-on-host all+compiled-layers \
     --work-dir "$work/pretraining" --table "$out/pretraining.md"
 
 checkouts=(--checkouts . --names now)
 [[ -n $reference ]] && checkouts=(--checkouts . "$reference" --names now "$reference_name")
 run_part finetuning "${LIMIT_FINETUNING:-${limits[1]}}" "${throughput[@]}" --phases finetuning "${checkouts[@]}" \
-    --candidates device-padding-check expandable-segments --work-dir "$work/finetuning" --table "$out/finetuning.md"
+    --candidates all,-padding-known-on-host all+expandable-segments all,-fast-fft-sizes all,-gelu-in-input-dtype \
+    --work-dir "$work/finetuning" --table "$out/finetuning.md"
 
 if [[ ${#failed[@]} -gt 0 ]]; then
     echo "failed: ${failed[*]}"

@@ -10,8 +10,6 @@ twice, the second pass timed apart (its log lines appear twice). One step
 also runs under ``torch.utils.flop_counter.FlopCounterMode`` and another under the PyTorch
 profiler (which attention kernel ran, how long the GPU was busy, where its time went); both
 are left out of the timings. The record is written as JSON to $FLEA_TRAINING_TIMES.
-$FLEA_CANDIDATES ("+"-separated names of CANDIDATE_CHANGES) applies changes to the model
-and PyTorch before training, to time them in a whole run without editing any code or config.
 
     FLEA_TRAINING_TIMES=times.json python bench/timed_hydra_train.py --config-dir ... [overrides]
 """
@@ -53,65 +51,9 @@ ATTENTION_OPS = {
 # and backward.
 STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
 
-# Changes to today's training path, timed before one goes there (bench_encoder_step.py):
-# cudnn-benchmark and expandable-segments are candidates; cudnn-attention, conv-pos-conv,
-# fft-exact-length, fairseq-gelu, fairseq-time-masks, fairseq-attention and device-padding-check
-# put back PyTorch's and fairseq's defaults (or an earlier fast path) that fast_paths replaced,
-# to measure those choices again.
-CANDIDATE_CHANGES = ("cudnn-benchmark", "expandable-segments", "cudnn-attention", "conv-pos-conv",
-                     "fft-exact-length", "fairseq-gelu", "fairseq-time-masks", "fairseq-attention",
-                     "compiled-layers", "device-padding-check")
-
 record = {"process_started": PROCESS_STARTED, "imports_done": IMPORTS_DONE, "steps": [], "validations": [],
           "saves": [], "epochs": [], "batch_waits": [], "valid_steps": [], "valid_batch_waits": [],
           "warm_validation": []}
-
-
-def apply_candidate_changes(names: str, model: torch.nn.Module) -> None:
-    """Apply the "+"-separated CANDIDATE_CHANGES in ``names`` to ``model`` and this process."""
-    for name in filter(None, names.split("+")):
-        if name == "cudnn-benchmark":  # cuDNN times its convolution algorithms per shape
-            torch.backends.cudnn.benchmark = True
-        elif name == "expandable-segments":
-            # The CUDA allocator grows its segments instead of allocating new blocks for a batch
-            # shape it has not seen (PYTORCH_CUDA_ALLOC_CONF); for later allocations, before the
-            # trainer moves the model to the GPU. Nothing on CPU.
-            set_allocator = (getattr(torch._C, "_accelerator_setAllocatorSettings", None)  # torch >= 2.12
-                             or torch.cuda.memory._set_allocator_settings)
-            set_allocator("expandable_segments:True")
-        elif name == "cudnn-attention":  # PyTorch's own choice, cuDNN's kernel first on Hopper
-            torch.backends.cuda.enable_cudnn_sdp(True)
-        elif name == "conv-pos-conv":
-            # Imported here: the bench runs this script in older checkouts too, without candidates.
-            from fairseq_flea.hubert.fast_paths import positional_convs_by_convolution
-
-            positional_convs_by_convolution(model)
-        elif name == "fft-exact-length":  # the positional convolution's FFTs as long as its input
-            from fairseq_flea.hubert.fast_paths import padded_input_length, positional_convs_by_fft
-
-            positional_convs_by_fft(model, fft_size=padded_input_length)
-        elif name == "fairseq-gelu":  # fairseq's gelu, through float32 copies of its input and output
-            from fairseq_flea.hubert.fast_paths import gelu_by_fairseq
-
-            gelu_by_fairseq(model)
-        elif name == "fairseq-time-masks":
-            from fairseq_flea.hubert.time_masks import time_masks_by_fairseq
-
-            time_masks_by_fairseq(model)
-        elif name == "fairseq-attention":  # fairseq's forward through multi_head_attention_forward
-            from fairseq_flea.hubert.fast_paths import self_attention_by_fairseq
-
-            self_attention_by_fairseq(model)
-        elif name == "compiled-layers":  # torch.compile of each transformer layer: fused kernels
-            from fairseq_flea.hubert.fast_paths import compiled_encoder_layers
-
-            compiled_encoder_layers(model)
-        elif name == "device-padding-check":  # attention asks the GPU whether a batch is padded
-            from fairseq_flea.hubert.fast_paths import padding_asked_of_the_device
-
-            padding_asked_of_the_device(model)
-        else:
-            raise ValueError(f"unknown candidate change {name!r}; known: {', '.join(CANDIDATE_CHANGES)}")
 
 
 def synchronize() -> None:
@@ -285,14 +227,6 @@ def validate_and_once_again(validate):
     return wrapper
 
 
-original_trainer_init = Trainer.__init__
-
-
-def trainer_init_with_candidates(trainer, cfg, task, model, *args, **kwargs):
-    apply_candidate_changes(os.environ.get("FLEA_CANDIDATES", ""), model)
-    original_trainer_init(trainer, cfg, task, model, *args, **kwargs)
-
-
 original_train = fairseq_train.train
 
 
@@ -304,7 +238,6 @@ def timed_epoch(cfg, trainer, task, epoch_itr):
 
 
 def main() -> None:
-    Trainer.__init__ = trainer_init_with_candidates
     Trainer.train_step = timed_train_step
     fairseq_train.train = timed_epoch
     iterators.CountingIterator.__next__ = timed_next_batch

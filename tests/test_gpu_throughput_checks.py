@@ -29,16 +29,23 @@ def test_rehearsal_writes_every_part_and_the_runs_records(tmp_path):
 
     pretraining = table_rows((out / "pretraining.md").read_text(), "now")
     assert [row[0] for row in pretraining] == [
-        "now", "now+dataset.data_buffer_size=0", "now+dataset.num_workers=8", "now+expandable-segments",
-        "now+device-padding-check"]
+        "now", "now+dataset.data_buffer_size=0", "now+dataset.num_workers=8", "now+all+expandable-segments",
+        "now+all,-padding-known-on-host", "now+all+compiled-layers"]
     finetuning = table_rows((out / "finetuning.md").read_text(), "now", "same")
-    assert [row[0] for row in finetuning] == ["now", "same", "now+device-padding-check", "now+expandable-segments"]
+    assert [row[0] for row in finetuning] == ["now", "same", "now+all,-padding-known-on-host",
+                                              "now+all+expandable-segments", "now+all,-fast-fft-sizes",
+                                              "now+all,-gelu-in-input-dtype"]
     for row in pretraining + finetuning:
         assert float(row[3]) > 0 and float(row[4]) > 0, row  # updates/s, audio s/s
 
     # Each training's record comes back; no checkpoint or audio does.
-    assert len(list((out / "runs" / "pretraining").rglob("times.json"))) == 5
-    assert len(list((out / "runs" / "finetuning").rglob("times.json"))) == 4
+    assert len(list((out / "runs" / "pretraining").rglob("times.json"))) == 6
+    assert len(list((out / "runs" / "finetuning").rglob("times.json"))) == 6
+    # Each candidate reached its training's config, as fairseq logged it.
+    logs = {path.parts[-4]: path.read_text() for path in (out / "runs").rglob("train.log")}
+    assert "'num_workers': 8" in logs["now+dataset.num_workers-8"]
+    assert "'fast_paths': 'all+compiled-layers'" in logs["now+all+compiled-layers"]
+    assert "'fast_paths': 'all,-gelu-in-input-dtype'" in logs["now+all--gelu-in-input-dtype"]
     assert not [path for path in out.rglob("*") if path.suffix in (".pt", ".wav")]
     assert "all parts done" in (out / "console.log").read_text()
 
