@@ -59,3 +59,55 @@ def test_evaluate_tool_writes_consistent_results(attention_finetune, emotion_cor
     png = (tmp_path / "confusion.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     assert "UA" in result.stdout
+
+
+# The results table on damaged evaluations -------------------------------------------------
+
+GOOD_RESULTS = {"ua": 0.625, "wa": 0.5, "n": 16, "split": "/nowhere/fold1/FM/test", "labels": ["ang", "hap"]}
+
+
+def write_work_dir(work_dir, damaged_text):
+    """A recipe work dir with one sound evaluation (fold 1) and one damaged (fold 2)."""
+    for fold, text in ((1, json.dumps(GOOD_RESULTS, indent=2)), (2, damaged_text)):
+        results = work_dir / f"fold{fold}" / "FM" / "tapt_mean" / "eval_test" / "results.json"
+        results.parent.mkdir(parents=True)
+        results.write_text(text)
+    return work_dir / "fold2" / "FM" / "tapt_mean" / "eval_test" / "results.json"
+
+
+WHOLE = json.dumps({**GOOD_RESULTS, "ua": 0.75}, indent=2)
+DAMAGES = {
+    "truncated mid-write": (WHOLE[:len(WHOLE) // 2], "cut off after"),
+    "empty": ("", "empty"),
+    "no ua": (json.dumps({k: v for k, v in GOOD_RESULTS.items() if k != "ua"}), "no ua"),
+    "no n or split": (json.dumps({"ua": 0.5, "wa": 0.5}), "no n, split"),
+    "n not a count": (json.dumps({**GOOD_RESULTS, "n": "16"}), 'n is "16"'),
+    "ua not a score": (json.dumps({**GOOD_RESULTS, "ua": 75.0}), "ua is 75.0, not a score"),
+    "not an object": ("[0.5, 0.5]", "a JSON list"),
+    "not JSON": ('{"ua": 0.5,, "wa": 0.5}', "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_aggregate_results_names_a_damaged_results_file_in_one_line(damage, tmp_path):
+    text, fragment = DAMAGES[damage]
+    damaged = write_work_dir(tmp_path, text)
+    result = run_python_tool("aggregate_results.py", tmp_path)
+    assert result.returncode == 1, result.stdout[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {damaged}: {fragment}"), result.stderr
+    assert "--skip-damaged" in lines[0]
+    assert result.stdout == "" and not (tmp_path / "results.md").exists()  # never a table from half the files
+
+
+def test_aggregate_results_can_leave_damaged_files_out_and_count_them(tmp_path):
+    damaged = write_work_dir(tmp_path, WHOLE[:len(WHOLE) // 2])
+    result = run_python_tool("aggregate_results.py", tmp_path, "--skip-damaged")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"warning: {damaged}: cut off after {len(WHOLE) // 2} bytes, its JSON never closed "
+        "(a write that did not finish?); left out of the table"]
+    table = (tmp_path / "results.md").read_text()
+    assert table == result.stdout
+    assert "| TAPT | - | 62.5 / 50.0 (1) |" in table  # fold 1 alone: nothing of the half file
+    assert f"Left out: 1 damaged results.json (not counted above):\n\n- {damaged}: cut off" in table

@@ -3,15 +3,18 @@ paper's numbers beside ours labelled by protocol, and a table per test speaker."
 
 import glob
 import json
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass
 from statistics import mean, stdev
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_flea.io.atomic_files import write_text_atomically
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.io.text import read_text_lines
+
+logger = logging.getLogger(__name__)
 
 # Table 1 of the paper (UA/WA in %, IEMOCAP, 5 folds): (layer, clusters) -> pooling -> (UA, WA).
 PAPER_TABLE_1: Dict[Tuple[int, int], Dict[str, Tuple[float, float]]] = {
@@ -68,9 +71,67 @@ def split_speakers(split_path: str) -> str:
     return "+".join(sorted({line.strip() for line in lines if line.strip()}))
 
 
-def collect_test_runs(work_dir: str) -> Dict[RowKey, List[TestRun]]:
-    """Every evaluated fine-tuning under ``work_dir``: table row -> its test runs."""
-    rows: Dict[RowKey, List[TestRun]] = {}
+REQUIRED_KEYS = ("ua", "wa", "n", "split")  # what a row needs of an evaluation's results.json
+
+
+def results_problem(results: object) -> Optional[str]:
+    """What makes an evaluation's parsed results.json unusable for a row, or None."""
+    if not isinstance(results, dict):
+        return f"a JSON {type(results).__name__}, not an object of scores"
+    missing = [key for key in REQUIRED_KEYS if key not in results]
+    if missing:
+        return f"no {', '.join(missing)} (an evaluation writes {', '.join(REQUIRED_KEYS)})"
+    for key in ("ua", "wa"):
+        value = results[key]
+        # bool is an int to Python, and NaN compares false both ways: neither is a score.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            return f"{key} is {json.dumps(value)}, not a score between 0 and 1"
+    if isinstance(results["n"], bool) or not isinstance(results["n"], int) or results["n"] < 1:
+        return f"n is {json.dumps(results['n'])}, not a count of utterances"
+    if not isinstance(results["split"], str) or not results["split"]:
+        return f"split is {json.dumps(results['split'])}, not the path of the evaluated split"
+    return None
+
+
+def read_results_file(path: str) -> dict:
+    """An evaluation's results.json, whole and with every value a row needs; else
+    FleaInputError ``PATH: what is wrong`` (a file cut off mid-write gives no half row)."""
+    try:
+        with open(path, "rb") as results_file:
+            raw = results_file.read()
+    except OSError as error:
+        raise FleaInputError(f"{path}: cannot be read ({error.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise FleaInputError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    if not text.strip():
+        raise FleaInputError(f"{path}: empty (a write that did not finish?)")
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as error:
+        stripped = text.strip()
+        if stripped[0] in "{[" and stripped[-1] not in "}]":
+            raise FleaInputError(f"{path}: cut off after {len(raw)} bytes, its JSON never closed "
+                                 "(a write that did not finish?)") from None
+        raise FleaInputError(f"{path}: not valid JSON ({error.msg} at line {error.lineno} "
+                             f"column {error.colno})") from None
+    problem = results_problem(results)
+    if problem is not None:
+        raise FleaInputError(f"{path}: {problem}")
+    return results
+
+
+@dataclass
+class CollectedRuns:
+    rows: Dict[RowKey, List[TestRun]]
+    damaged: List[str]  # "PATH: what is wrong" of each results.json left out
+
+
+def collect_results(work_dir: str, skip_damaged: bool = False) -> CollectedRuns:
+    """Every evaluated fine-tuning under ``work_dir``: table row -> its test runs. A damaged
+    results.json is an error naming it, or with ``skip_damaged`` a warning and left out."""
+    collected = CollectedRuns({}, [])
     pattern = os.path.join(work_dir, "fold*", "**", "eval_test", "results.json")
     for path in sorted(glob.glob(pattern, recursive=True)):
         match = RESULT_PATH.fullmatch(os.path.relpath(path, work_dir).replace(os.sep, "/"))
@@ -78,13 +139,26 @@ def collect_test_runs(work_dir: str) -> Dict[RowKey, List[TestRun]]:
             continue
         fold, direction, layer, clusters, pooling, seed = match.groups()
         key: RowKey = (None, None, "mean") if layer is None else (int(layer), int(clusters), pooling)
-        with open(path) as results_file:
-            results = json.load(results_file)
-        rows.setdefault(key, []).append(TestRun(
+        try:
+            results = read_results_file(path)
+        except FleaInputError as error:
+            if not skip_damaged:
+                raise FleaInputError(f"{error}; evaluate it again (remove {os.path.dirname(path)} and run the "
+                                     "recipe's stage 5) or leave it out (tools/aggregate_results.py "
+                                     "--skip-damaged)") from None
+            logger.warning(f"{error}; left out of the table")
+            collected.damaged.append(str(error))
+            continue
+        collected.rows.setdefault(key, []).append(TestRun(
             int(fold), direction, None if seed is None else int(seed), split_speakers(results["split"]),
-            100 * results["ua"], 100 * results["wa"], int(results["n"]),
+            100 * results["ua"], 100 * results["wa"], results["n"],
         ))
-    return rows
+    return collected
+
+
+def collect_test_runs(work_dir: str) -> Dict[RowKey, List[TestRun]]:
+    """Every evaluated fine-tuning under ``work_dir``: table row -> its test runs."""
+    return collect_results(work_dir).rows
 
 
 def mean_and_std(values: List[float]) -> str:
@@ -106,7 +180,15 @@ def row_name(key: RowKey) -> str:
     return "TAPT, mean" if key[0] is None else f"L{key[0]} K{key[1]}, {key[2]}"
 
 
-def results_markdown(rows: Dict[RowKey, List[TestRun]]) -> str:
+def damaged_footer(damaged: List[str]) -> List[str]:
+    """The table's last lines: what it leaves out, so that no count goes unexplained."""
+    if not damaged:
+        return []
+    return ["", f"Left out: {len(damaged)} damaged results.json (not counted above):", "",
+            *(f"- {problem}" for problem in damaged)]
+
+
+def results_markdown(rows: Dict[RowKey, List[TestRun]], damaged: Sequence[str] = ()) -> str:
     runs = [run for per_row in rows.values() for run in per_row]
     speakers = sorted({(run.fold, run.speaker) for run in runs})
     seeds = sorted({run.seed for run in runs}, key=lambda seed: -1 if seed is None else seed)
@@ -134,15 +216,21 @@ def results_markdown(rows: Dict[RowKey, List[TestRun]]) -> str:
         for run in sorted(rows[key], key=lambda r: (r.fold, r.direction, r.seed or 0)):
             lines.append(f"| {row_name(key)} | {run.fold} | {run.direction} | {run.speaker} | "
                          f"{'-' if run.seed is None else run.seed} | {run.ua:.1f} | {run.wa:.1f} | {run.n} |")
+    lines += damaged_footer(list(damaged))
     return "\n".join(lines) + "\n"
 
 
-def write_results_table(work_dir: str) -> str:
-    """Write ``results.md`` (and every test run as ``results.json``) into ``work_dir``."""
-    rows = collect_test_runs(work_dir)
+def write_results_table(work_dir: str, skip_damaged: bool = False) -> str:
+    """Write ``results.md`` (and every test run as ``results.json``) into ``work_dir``; a
+    damaged results.json of a test run stops it with one line, or is left out and counted
+    in the table's footer with ``skip_damaged``."""
+    collected = collect_results(work_dir, skip_damaged)
+    rows = collected.rows
     if not rows:
-        raise FleaInputError(f"{work_dir}: no fold*/<direction>/.../eval_test/results.json found (run stage 5 first)")
-    markdown = results_markdown(rows)
+        damaged = f" ({len(collected.damaged)} damaged, left out)" if collected.damaged else ""
+        raise FleaInputError(f"{work_dir}: no fold*/<direction>/.../eval_test/results.json found{damaged} "
+                             "(run stage 5 first)")
+    markdown = results_markdown(rows, collected.damaged)
     write_text_atomically(os.path.join(work_dir, "results.md"), markdown)
     runs = [
         {"layer": layer, "clusters": clusters, "pooling": pooling, **asdict(run)}
