@@ -71,6 +71,10 @@ class SlurmConfig:
     fit_to_partition: bool = True  # read the partition (sinfo) and fit or refuse before submitting
     poll_seconds: float = 10.0
     status_seconds: float = 60.0  # a line on the queue at least this often while waiting
+    # How long a never-start reason must hold before the run gives up: SLURM's first reason
+    # for a new job can be a coarse one (PartitionConfig), refined at a later scheduling pass
+    # (PartitionTimeLimit), and the line should name the reason that stays.
+    never_start_seconds: float = 30.0
     additional: Dict[str, str] = field(default_factory=dict)  # any other sbatch option
 
     @classmethod
@@ -288,9 +292,11 @@ def sbatch_message(text: str) -> str:
     return "; ".join(lines) or "no message"
 
 
+# sbatch on GPUs: "Invalid generic resource (gres) specification", "Invalid --gpus-per-node ...".
+GPU_MESSAGE = r"gres|generic resource|--gpu|gpus? (count|spec)"
 # First match wins: "Invalid account or account/partition combination" is about the account.
 REFUSAL_HINTS = (
-    (r"gres|generic resource|gpu", "add --slurm-cpu-only to run every step without GPUs, or give a --slurm-partition "
+    (GPU_MESSAGE, "add --slurm-cpu-only to run every step without GPUs, or give a --slurm-partition "
                                    "whose nodes have them (sinfo -o '%P %G' lists each partition's gres)"),
     (r"account", "give --slurm-account one you may use (sacctmgr show assoc user=$USER format=account)"),
     (r"qos", "give --slurm-qos one you may use (sacctmgr show assoc user=$USER format=qos)"),
@@ -307,7 +313,7 @@ REFUSAL_HINTS = (
 
 
 def refusal_hint(message: str, config: SlurmConfig) -> str:
-    if config.cpu_only and re.search(r"gres|generic resource|gpu", message, re.IGNORECASE):
+    if config.cpu_only and re.search(GPU_MESSAGE, message, re.IGNORECASE):
         # --slurm-cpu-only asks for no GPUs: what sbatch refused came from an option passed through.
         return ("the GPUs come from additional in --slurm-config (--slurm-cpu-only asks for none): remove them, "
                 "or give a --slurm-partition whose nodes have them (sinfo -o '%P %G')")
@@ -618,11 +624,11 @@ class SlurmLauncher:
     def wait(self, graph: Sequence[Step], plan: Plan, job_ids: Dict[str, str]) -> RunReport:
         """Until every job has left the queue: its step is done, failed, or was not run
         because a step it waits for failed (SLURM cancelled it). A job SLURM will never
-        start ends the wait (and the run) at the second poll that sees its reason."""
+        start ends the wait (and the run) once its reason has held for never_start_seconds."""
         report = RunReport()
         started = time.time()
         pending = list(plan.steps)
-        suspects: Dict[str, str] = {}  # job id: the never-start reason the last poll saw
+        suspects: Dict[str, float] = {}  # job id: since when polls have seen a never-start reason
         first_pending: Dict[str, float] = {}  # job id: when a poll first saw it pending
         last_status = 0.0
         queue_failing_since: Optional[float] = None
@@ -666,27 +672,33 @@ class SlurmLauncher:
         return report
 
     def check_never_starting(self, plan: Plan, waiting: Dict[str, str], queue: Dict[str, QueuedJob],
-                             suspects: Dict[str, str]) -> Dict[str, str]:
-        """The waiting jobs whose pending reason says they will never start; one seen so at
-        two polls in a row (a reason is set by the scheduler's pass over the queue, and a
-        partition being reconfigured can show one for a moment) cancels every job the run
-        waits for and ends the run with one line."""
-        seen: Dict[str, str] = {}
+                             suspects: Dict[str, float]) -> Dict[str, float]:
+        """The waiting jobs whose pending reason says they will never start, with since
+        when the polls have seen that; one that has said so for ``never_start_seconds``
+        cancels every job the run waits for and ends the run with one line."""
+        now = time.time()
+        seen: Dict[str, float] = {}
         for name, job_id in waiting.items():
-            job = queue[job_id]
-            code = job.reason_code
-            if job.state != "PENDING":
+            reason = self.never_start(queue[job_id])
+            if reason is None:
                 continue
-            if code == "ReqNodeNotAvail":
-                absent = missing_nodes(job)
-                if absent:
-                    seen[job_id] = f"ReqNodeNotAvail: node {', '.join(absent)} does not exist"
-            elif never_start_reason(code):
-                seen[job_id] = code
-        for name, job_id in waiting.items():
-            if job_id in seen and suspects.get(job_id) == seen[job_id]:
-                self.give_up(plan.by_name[name], queue[job_id], seen[job_id], list(waiting.values()))
+            if job_id not in suspects:
+                logger.warning(f"SLURM: job {job_id} ({name}) is pending for {reason}, which does not clear on its "
+                               f"own; giving up in {self.config.never_start_seconds:.0f} s unless it does")
+            seen[job_id] = suspects.get(job_id, now)
+            if now - seen[job_id] >= self.config.never_start_seconds:
+                self.give_up(plan.by_name[name], queue[job_id], reason, list(waiting.values()))
         return seen
+
+    @staticmethod
+    def never_start(job: QueuedJob) -> Optional[str]:
+        """The reason a pending job will never start, or None if it may."""
+        if job.state != "PENDING":
+            return None
+        if job.reason_code == "ReqNodeNotAvail":
+            absent = missing_nodes(job)
+            return f"ReqNodeNotAvail: node {', '.join(absent)} does not exist" if absent else None
+        return job.reason_code if never_start_reason(job.reason_code) else None
 
     def give_up(self, step: Step, job: QueuedJob, reason: str, waiting: Sequence[str]) -> None:
         cancel_jobs(waiting)
@@ -733,6 +745,7 @@ def format_status(plan: Plan, job_ids: Dict[str, str], waiting: Dict[str, str], 
                if states[name] == "PENDING"]
     if pending:
         since, name, job_id = min(pending)
+        waited = time.time() - since
         line += (f"; oldest pending: {name} (job {job_id}, {queue[job_id].reason}, "
-                 f"{(time.time() - since) / 60:.0f} min)")
+                 f"{f'{waited:.0f} s' if waited < 120 else f'{waited / 60:.0f} min'})")
     return line
