@@ -109,6 +109,7 @@ def main() -> None:
         every = ", ".join(f"{t:.1f}" for t in timings[name])
         print(f"{name:<8}{best:>7.1f} s ({every})   RTF {rtf:.3f} (target <= {TARGET_RTF}): "
               f"{'PASS' if rtf <= TARGET_RTF else 'FAIL'}")
+    print(f"speed-up of batched over alone: {min(timings['alone']) / min(timings['batched']):.2f}x")
     print(f"max abs probability difference batched vs alone: {difference:.1e}")
 
 
