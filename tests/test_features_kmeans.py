@@ -178,13 +178,27 @@ def test_mfcc_dump_matches_torchaudio_kaldi(tone_corpus, waveforms, tmp_path):
 
 @pytest.fixture(scope="module")
 def km_dir(dumped, tmp_path_factory):
-    """Our k-means models (both backends) and fairseq's, on the two-shard features."""
+    """Our k-means models (both backends; faiss as the tool's default) and fairseq's, on the
+    two-shard features."""
     root = tmp_path_factory.mktemp("kmeans")
     features = load_features(str(dumped / "two"), "train", 2)
     save_kmeans(learn_kmeans_sklearn(features, 8, n_init=3), str(root / "ours.bin"))
-    ok(run_python_tool("learn_kmeans.py", dumped / "two", "train", 2, root / "faiss.bin", 8, "--backend", "faiss"))
+    ok(run_python_tool("learn_kmeans.py", dumped / "two", "train", 2, root / "faiss.bin", 8))
     ok(run_fairseq_script("learn_kmeans.py", dumped / "two", "train", 2, root / "fairseq.bin", 8, "--n_init", 3))
     return root
+
+
+def test_the_tool_and_the_recipe_learn_k_means_with_faiss_unless_told(km_dir):
+    import joblib
+    from sklearn.cluster import KMeans
+
+    from fairseq_flea.recipe.flea_recipe import RecipeConfig
+
+    assert kmeans.DEFAULT_KMEANS_BACKEND == RecipeConfig.kmeans_backend == "faiss"
+    model = joblib.load(km_dir / "faiss.bin")  # learnt without --backend
+    assert type(model) is KMeans and model.n_init == kmeans.FAISS_RESTARTS  # sklearn's is a MiniBatchKMeans
+    result = run_python_tool("learn_kmeans.py", "--help")
+    assert "(default: faiss)" in result.stdout and "--backend faiss (the default" in result.stdout
 
 
 @pytest.mark.parametrize("model_name", ["ours.bin", "faiss.bin", "fairseq.bin"])

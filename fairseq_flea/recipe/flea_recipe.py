@@ -36,6 +36,7 @@ from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.recipe.processes import hydra_train, run_in_own_process
 from fairseq_flea.recipe.steps import (Plan, Step, format_plan, format_stage_costs, is_done, mark_done, plan_steps,
                                         remove_finished_scratch)
+from fairseq_flea.units.kmeans import DEFAULT_KMEANS_BACKEND
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class RecipeConfig:
     clusters: List[int] = field(default_factory=lambda: [50, 100, 150])
     poolings: List[str] = field(default_factory=lambda: ["mean", "attention"])
     tapt_label_layer: int = 9
-    kmeans_backend: str = "faiss"
+    kmeans_backend: str = DEFAULT_KMEANS_BACKEND
     tapt_config: str = "tapt_base"
     cpt_config: str = "flea_cpt_base"
     finetune_configs: dict = field(default_factory=lambda: {"mean": "ser_mean_base", "attention": "ser_attention_base"})

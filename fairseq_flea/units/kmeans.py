@@ -1,25 +1,33 @@
 """k-means frame labels in the HuBERT recipe's format (fairseq's examples/hubert/simple_kmeans).
 
 A k-means model is a joblib file holding an estimator with ``cluster_centers_``, which is
-all fairseq's ``dump_km_label.py`` reads: models learnt here (scikit-learn or faiss) work in
+all fairseq's ``dump_km_label.py`` reads: models learnt here (faiss, ``DEFAULT_KMEANS_BACKEND``,
+or scikit-learn's MiniBatchKMeans as fairseq's ``learn_kmeans.py`` runs it) work in
 fairseq's script, and fairseq's models work here. Labels are assigned with fairseq's own
 formula and dtype, so both scripts give identical labels.
 """
 
 import logging
 import os
-from typing import List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Tuple, Union
 
 import joblib
 import numpy as np
 import tqdm
-from sklearn.cluster import KMeans, MiniBatchKMeans
 
 from fairseq_flea.io.atomic_files import atomic_outputs
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.io.text import read_text_lines
 
+if TYPE_CHECKING:  # scikit-learn (3 s to import here) only where a model is learnt: the recipe and --help start without it
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
 logger = logging.getLogger(__name__)
+
+# The backend of tools/learn_kmeans.py and of the recipe unless they are told another
+# (KMEANS_BACKENDS): over 10x faster than fairseq's MiniBatchKMeans, inertia within +0.5 %
+# (bench/bench_learn_kmeans.py, BENCHMARKS.md).
+DEFAULT_KMEANS_BACKEND = "faiss"
 
 
 def shard_paths(feat_dir: str, split: str, rank: int, nshard: int) -> tuple:
@@ -179,8 +187,10 @@ def learn_kmeans_sklearn(
     max_no_improvement: int = 100,
     n_init: int = 20,
     reassignment_ratio: float = 0.0,
-) -> MiniBatchKMeans:
+) -> "MiniBatchKMeans":
     """MiniBatchKMeans with the official recipe's settings (its defaults are these defaults)."""
+    from sklearn.cluster import MiniBatchKMeans
+
     model = MiniBatchKMeans(
         n_clusters=n_clusters,
         init=init,
@@ -231,7 +241,7 @@ def learn_kmeans_faiss(
     restarts: int = FAISS_RESTARTS,
     points_per_cluster: int = FAISS_POINTS_PER_CLUSTER,
     seeding_points_per_cluster: int = FAISS_SEEDING_POINTS_PER_CLUSTER,
-) -> KMeans:
+) -> "KMeans":
     """k-means with faiss, returned as a fitted scikit-learn ``KMeans`` so that fairseq's
     dump_km_label.py and ``predict`` use it unchanged.
 
@@ -244,7 +254,7 @@ def learn_kmeans_faiss(
     is a cap: recent faiss stops a run once its objective no longer changes. (Keeping only
     the best start after a few iterations picked a worse run at K = 100.)
     """
-    from sklearn.cluster import kmeans_plusplus
+    from sklearn.cluster import KMeans, kmeans_plusplus
 
     rng = np.random.default_rng(seed)
     sample_size = min(len(features), points_per_cluster * n_clusters)
@@ -272,7 +282,7 @@ def learn_kmeans_faiss(
 KMEANS_BACKENDS = {"sklearn": learn_kmeans_sklearn, "faiss": learn_kmeans_faiss}
 
 
-def learn_kmeans(features: np.ndarray, n_clusters: int, backend: str = "faiss", **options):
+def learn_kmeans(features: np.ndarray, n_clusters: int, backend: str = DEFAULT_KMEANS_BACKEND, **options):
     """k-means with the named backend (``KMEANS_BACKENDS``); ``options`` go to its function."""
     if backend not in KMEANS_BACKENDS:
         raise FleaInputError(f"unknown k-means backend {backend!r}; choose one of {sorted(KMEANS_BACKENDS)}")
@@ -284,11 +294,11 @@ def learn_kmeans_from_shards(
     split: str,
     nshard: int,
     n_clusters: int,
-    backend: str = "faiss",
+    backend: str = DEFAULT_KMEANS_BACKEND,
     percent: float = -1.0,
     seed: int = 0,
     **options,
-) -> Union[KMeans, MiniBatchKMeans]:
+) -> Union["KMeans", "MiniBatchKMeans"]:
     """k-means on the shards' frames (all, or those of a random ``percent`` of utterances).
 
     The faiss backend only ever uses ``points_per_cluster * n_clusters`` frames, so only

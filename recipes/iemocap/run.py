@@ -19,6 +19,7 @@ import shlex
 from fairseq_flea.io.errors import log_tool_progress, run_tool
 from fairseq_flea.recipe.flea_recipe import PRECISION_OVERRIDES, FleaRecipe, RecipeConfig
 from fairseq_flea.recipe.launchers import LAUNCHERS, add_launcher_options, build_launcher
+from fairseq_flea.units.kmeans import DEFAULT_KMEANS_BACKEND, KMEANS_BACKENDS
 
 
 def main() -> None:
@@ -39,7 +40,8 @@ def main() -> None:
                         help="which held-out speaker validates: FM, the female (tests the male), MF the reverse")
     parser.add_argument("--seeds", type=int, nargs="+", help="repeat every fine-tuning with each seed")
     parser.add_argument("--poolings", nargs="+", choices=["mean", "attention"], default=["mean", "attention"])
-    parser.add_argument("--kmeans-backend", choices=["faiss", "sklearn"], default="faiss")
+    parser.add_argument("--kmeans-backend", choices=sorted(KMEANS_BACKENDS), default=DEFAULT_KMEANS_BACKEND,
+                        help=f"tools/learn_kmeans.py's --backend (default: {DEFAULT_KMEANS_BACKEND})")
     parser.add_argument("--tapt-config", default="tapt_base")
     parser.add_argument("--cpt-config", default="flea_cpt_base")
     parser.add_argument("--mean-config", default="ser_mean_base")
