@@ -14,7 +14,9 @@ setup(
     install_requires=[
         # fairseq 0.12.2 does not import on Python 3.11; this is upstream main + that fix.
         "fairseq-fixed==0.12.3.1",
-        "torch>=2.0",
+        # The versions the tests ran on: 2.13.0 (CPU; CI and development), 2.11 (cu130, the GPU
+        # checks); fairseq-fixed 0.12.3.1 was also measured to work with 2.14.1.
+        "torch>=2.11,<2.15",
         "numpy",
         "scikit-learn",
         "npy-append-array",
