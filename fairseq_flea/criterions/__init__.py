@@ -1,5 +1,5 @@
 """What fairseq registers as criterions: emotion_cross_entropy.
-Imports io only.
+Imports nothing else of fairseq_flea.
 """
 
 from fairseq_flea.criterions import emotion_cross_entropy  # noqa: F401

@@ -1,5 +1,5 @@
-"""Recognising emotion in recordings with a fine-tuned classifier, and the prediction report.
-Imports io, hubert, models and units.
+"""Recognising emotion in recordings with a fine-tuned classifier, its inference checkpoint
+(conversion), and the prediction report. Imports io, hubert, models and units.
 """
 
 from fairseq_flea.inference.recognizer import EmotionRecognizer  # noqa: E402,F401  (the public entry point)

@@ -1,3 +1,4 @@
-"""Files in and out: audio reading and checks, fairseq manifests, atomic writes, plots, the
-one user-input error type. Imports nothing else of fairseq_flea.
+"""Files in and out: audio reading and checks, fairseq manifests, text inputs read as UTF-8,
+atomic writes, plots, the one user-input error type, and HuBERT's frame arithmetic (frames).
+Imports nothing else of fairseq_flea.
 """
