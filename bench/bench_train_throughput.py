@@ -1,30 +1,17 @@
 #!/usr/bin/env python3
-"""Training throughput: N updates of TAPT (masked prediction, 500 labels) and of
-ser_attention fine-tuning through fairseq-hydra-train with the shipped configs, on generated
-audio with IEMOCAP-like lengths, from a HuBERT-base-size (or tiny) stand-in checkpoint.
+"""Training throughput: N updates of TAPT (tapt_*) and of ser_attention fine-tuning through
+fairseq-hydra-train (bench/timed_hydra_train.py) with the shipped configs, on generated audio
+of IEMOCAP-like lengths, from a random HuBERT-base-size (or tiny) stand-in checkpoint.
 
-For each run it prints updates/s and seconds of audio per second (steady state: after the
-first epoch, where every batch shape was seen before; waits for data included), model FLOP
-utilisation (FLOPs of one step counted with torch.utils.flop_counter, against the GPU's dense
-bf16/fp16 peak), peak GPU memory, the attention kernel that ran, how busy the GPU was inside
-a step, and the time outside the steady steps: start-up, the first epoch's extra time for
-batch shapes new to the GPU ("new shapes"), validation, checkpoint writes (the time training
-waits for them: with task.background_checkpoint_writes, the copy to CPU memory; the last
-save's write, still going on when training ends, counts in exit), waiting between steps,
-exit. The last column projects that share to a full-length run on one IEMOCAP fold (20,000
-updates of pretraining; 40 epochs of fine-tuning) from the measured parts and the config's
-intervals, started as the recipe starts a training: in a process forked with torch, fairseq
-and torch._dynamo imported, so the start-up after those imports.
-
---checkouts runs other copies of the project the same way (e.g. the commit before a change,
-from `git worktree add`), so before and after are measured in one run on one machine.
---candidates also runs the first checkout with other values of the configs' fast_paths
-(task.fast_paths for pretraining, model.fast_paths for fine-tuning; e.g. all,-fast-fft-sizes
-or all+compiled-layers) or with a fairseq-hydra-train override (anything with "=", such as
-dataset.batch_size_valid=192), one more row each. Compare rows by
-audio s/s: FLOPs are what torch.utils.flop_counter counts in each run's own step, and it
-counts nothing for FFTs, so with the positional convolution by FFT (the default) GFLOP and
-MFU read low.
+One row per run: updates/s and audio s/s (after the first epoch, where every batch shape was
+seen; waits for data included), GFLOP per audio second and MFU (torch.utils.flop_counter,
+which counts nothing for FFTs: compare rows by audio s/s), peak memory, the attention kernel,
+GPU busy share, and the time outside the steps: start-up, new batch shapes, validation,
+saving, waiting, exit, and that share projected to a full run on one IEMOCAP fold. Rows to
+compare run in one process on one machine: --checkouts (other copies of the project, e.g.
+from `git worktree add`), --candidates (the first checkout with a value of the configs'
+fast_paths, task.fast_paths or model.fast_paths by phase, or with a fairseq-hydra-train
+override key=value).
 
     python bench/bench_train_throughput.py --device cuda --precision bf16 [fp16 fp32]
     python bench/bench_train_throughput.py --device cuda --checkouts . ../before --names after before
@@ -69,16 +56,12 @@ SAMPLE_RATE = 16000
 LABEL_RATE = 50
 UNITS = 500  # the released k-means model's labels, which TAPT predicts
 CLASSES = ["ang", "hap", "neu", "sad"]
-# IEMOCAP's lengths (median 3.6 s), drawn log-normally and kept within 0.6-20 s (the tiny size: 10 s,
-# tapt_tiny's batch).
+# IEMOCAP's lengths (median 3.6 s), log-normal, within 0.6-20 s (tiny: 10 s, tapt_tiny's batch).
 MEDIAN_SECONDS, LOG_SPREAD, SHORTEST, LONGEST = 3.6, 0.6, 0.6, 20.0
-# One IEMOCAP fold (5531 utterances, 5 sessions): 4 sessions train, 5 % of them validate
-# pretraining; one speaker of the held-out session validates fine-tuning. The projection
-# draws a fold's lengths as the bench draws its corpus and batches them as fairseq would with
-# the run's config: an epoch's updates and new batch shapes scale by the training batches
-# (training_batches), a validation's steps and later batches by the samples it computes on
-# (validation_samples; the bench's few validation utterances make batches padded far more than
-# a fold's), while what it spends once (its first batch, set-up, logging) stays.
+# One IEMOCAP fold: 4 sessions train, 5 % of them validate pretraining, one speaker of the
+# held-out session fine-tuning. The projection batches a fold's drawn lengths as fairseq would:
+# an epoch's updates and new shapes scale by the training batches, a validation's steps by the
+# samples it computes on; what a validation spends once (first batch, set-up) stays.
 FOLD_TRAIN_UTTERANCES = 4425
 FOLD_PRETRAIN_VALID_UTTERANCES = 221
 FOLD_FINETUNE_VALID_UTTERANCES = 553
@@ -87,13 +70,10 @@ FULL_FINETUNING_EPOCHS = 40
 # Dense bf16/fp16 tensor-core peak from NVIDIA's data sheets, TFLOP/s, by device name.
 PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0),
                ("A100", 312.0), ("L40S", 362.0), ("A10", 125.0), ("L4", 121.0)]
-# Steps 1-3 warm up; step 4's FLOPs are counted; one of the last steps is profiled. Batches
-# come from the length-sorted utterance list, so every epoch has the same batch shapes, and
-# a step whose shape is new is slower (kernel selection, the allocator's growth: 0.17-0.5 s
-# against 56 ms for base TAPT on an H200). A full run sees each shape once in ~90 epochs of
-# TAPT, 40 of fine-tuning, so the rates are taken after the first epoch, as in most of a long
-# run, and the first epoch's extra time is a fixed cost ("new shapes"). A run of one epoch
-# (or too few steps after it) takes its rates from step 5 on.
+# Steps 1-3 warm up; step 4's FLOPs are counted; one of the last steps is profiled. Every
+# epoch has the same batch shapes and a new shape is slower (kernel selection, allocator), so
+# rates come after the first epoch, whose extra time is a fixed cost ("new shapes"); with too
+# few steps after it, from step 5 on.
 WARM_UP, COUNT_AT, PROFILE_BEFORE_END = 3, 4, 5
 STEADY_AT_LEAST = 10  # steps after the first epoch for rates taken there
 
@@ -134,9 +114,8 @@ def batched_samples(sizes: np.ndarray, max_tokens: Optional[int], max_sentences:
 
 
 def counted_training_sizes(sizes: np.ndarray, phase: str, task, max_tokens: Optional[int]) -> np.ndarray:
-    """Each training utterance as the phase's dataset counts it (both tasks: at most
-    task.max_sample_size samples), without those fairseq leaves out: under
-    task.min_sample_size (HuBERT pretraining) and above max_tokens."""
+    """Training utterances as the dataset counts them (at most task.max_sample_size), without
+    those fairseq leaves out (pretraining: under task.min_sample_size; above max_tokens)."""
     counted = np.minimum(sizes, task["max_sample_size"]) if task.get("max_sample_size") else sizes
     kept = np.ones(len(sizes), dtype=bool)
     if phase == "pretraining" and task.get("min_sample_size"):
@@ -154,16 +133,14 @@ def training_batches(sizes: np.ndarray, phase: str, config: dict) -> int:
 
 
 def audio_kept_by_cropping(sizes: np.ndarray, max_tokens: int, task) -> float:
-    """The share of a corpus's audio that HuBERT pretraining sees in an epoch: fairseq
-    batches the length-sorted utterances with its batch_by_size and crops each batch to its
-    shortest member."""
+    """The share of a corpus's audio HuBERT pretraining sees, each batch cropped to its shortest."""
     counted = counted_training_sizes(sizes, "pretraining", task, max_tokens)
     return batched_samples(counted, max_tokens, None, cropped=True) / float(sizes.sum())
 
 
 def validated_sizes(sizes: np.ndarray, phase: str, config: dict) -> np.ndarray:
-    """The lengths a validation of ``sizes`` batches: pretraining's at most task.max_sample_size;
-    those above max_tokens_valid left out, as skip_invalid_size_inputs_valid_test leaves them."""
+    """The lengths a validation batches (pretraining: at most task.max_sample_size), without
+    those above max_tokens_valid (skip_invalid_size_inputs_valid_test)."""
     if phase == "pretraining":
         sizes = np.minimum(sizes, config["task"]["max_sample_size"])
     max_tokens = config["dataset"]["max_tokens_valid"]
@@ -171,9 +148,8 @@ def validated_sizes(sizes: np.ndarray, phase: str, config: dict) -> np.ndarray:
 
 
 def validation_samples(sizes: np.ndarray, phase: str, config: dict) -> int:
-    """The samples a validation of ``sizes`` computes on with a run's (resolved) config:
-    pretraining crops each batch to its shortest utterance (at most task.max_sample_size),
-    fine-tuning pads each to its longest, full length."""
+    """The samples a validation computes on: pretraining crops each batch to its shortest,
+    fine-tuning pads each to its longest."""
     dataset = config["dataset"]
     return batched_samples(validated_sizes(sizes, phase, config), dataset["max_tokens_valid"],
                            dataset["batch_size_valid"], cropped=phase == "pretraining")
@@ -233,49 +209,39 @@ def write_stand_in(path: Path, size: str) -> None:
 
 @dataclass
 class Run:
-    checkout: str  # its name in the table, with any candidate changes
+    checkout: str  # its name in the table, with the candidate
     precision: str
     phase: str
-    candidates: str = ""
+    candidate: str = ""
     record: dict = field(default_factory=dict)
     spawned: float = 0.0
     ended: float = 0.0
     config: dict = field(default_factory=dict)
-    log: str = ""
-
-
-def phase_overrides(phase: str, data: Path, stand_in: Path, save_dir: Path, precision: str, device: str,
-                    updates: int) -> List[str]:
-    """fairseq-hydra-train overrides of a short run of the phase on the generated corpus."""
-    overrides = [
-        f"common.cpu={'true' if device == 'cpu' else 'false'}", *PRECISION_OVERRIDES[precision],
-        f"checkpoint.save_dir={save_dir}", f"optimization.max_update={updates}", f"task.data={data}",
-    ]
-    if phase == "pretraining":
-        return overrides + [f"task.label_dir={data}", "task.labels=[km]", f"task.init_from={stand_in}"]
-    return overrides + [f"model.w2v_path={stand_in}"]
 
 
 def train_command(checkout: Path, phase: str, size: str, data: Path, stand_in: Path, save_dir: Path,
                   precision: str, device: str, updates: int, extra: Sequence[str] = ()) -> List[str]:
+    """A short run of the phase on the generated corpus, through the timed fairseq-hydra-train."""
     config_group, config_stem = PHASES[phase]
+    inputs = ([f"task.label_dir={data}", "task.labels=[km]", f"task.init_from={stand_in}"] if phase == "pretraining"
+              else [f"model.w2v_path={stand_in}"])
     return [sys.executable, str(REPO_ROOT / "bench" / "timed_hydra_train.py"),
             "--config-dir", str(checkout / "config" / config_group), "--config-name", f"{config_stem}_{size}",
-            f"common.user_dir={checkout / 'fairseq_flea'}",
-            *phase_overrides(phase, data, stand_in, save_dir, precision, device, updates), *extra]
+            f"common.user_dir={checkout / 'fairseq_flea'}", f"common.cpu={str(device == 'cpu').lower()}",
+            *PRECISION_OVERRIDES[precision], f"checkpoint.save_dir={save_dir}", f"optimization.max_update={updates}",
+            f"task.data={data}", *inputs, *extra]
 
 
 def candidate_overrides(candidate: str, phase: str) -> List[str]:
-    """A --candidates value as fairseq-hydra-train overrides: an override (key=value) as it is,
-    else a fast_paths value on the phase's field, quoted for hydra (its commas)."""
-    if not candidate or "=" in candidate:
+    """A --candidates value as overrides: key=value as it is, else a fast_paths value on the
+    phase's field, quoted (hydra reads an unquoted comma as a list)."""
+    if "=" in candidate or not candidate:
         return [candidate] if candidate else []
     return [f'{"task" if phase == "pretraining" else "model"}.fast_paths="{candidate}"']
 
 
 def run_directory(name: str) -> str:
-    """A run's directory name: hydra's override grammar takes no "=", "," or quotes in a
-    path such as checkpoint.save_dir."""
+    """A run's directory: no "=", "," or quotes, which hydra's checkpoint.save_dir refuses."""
     return re.sub(r"[^\w.+-]+", "-", name)
 
 
@@ -286,19 +252,18 @@ def run_training(run: Run, checkout: Path, args, work: Path, data: Path, stand_i
     run_dir.mkdir(parents=True, exist_ok=True)
     times_path = run_dir / "times.json"
     command = train_command(checkout, run.phase, args.size, data, stand_in, run_dir / "checkpoints", run.precision,
-                            args.device, args.updates, [*args.overrides, *candidate_overrides(run.candidates, run.phase)])
-    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path),
-           "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
+                            args.device, args.updates, [*args.overrides, *candidate_overrides(run.candidate, run.phase)])
+    env = {**os.environ, "FLEA_TRAINING_TIMES": str(times_path), "FLEA_PROFILE_TABLE": str(run_dir / "profile.txt"),
            "FLEA_COUNT_FLOPS_AT": str(COUNT_AT), "FLEA_PROFILE_AT": str(profile_step(args.updates)),
            "PYTHONPATH": os.pathsep.join([str(checkout), os.environ.get("PYTHONPATH", "")])}
-    run.log = str(run_dir / "train.log")
-    with open(run.log, "w") as log:
+    log_path = run_dir / "train.log"
+    with open(log_path, "w") as log:
         run.spawned = time.time()
         finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=run_dir)
         run.ended = time.time()
     if finished.returncode != 0 or not times_path.is_file():
-        tail = Path(run.log).read_text(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"{run.checkout} {run.precision} {run.phase} failed (see {run.log}): {' | '.join(tail)}")
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"{run.checkout} {run.precision} {run.phase} failed (see {log_path}): {' | '.join(tail)}")
     run.record = json.loads(times_path.read_text())
     run.config = OmegaConf.to_container(OmegaConf.load(run_dir / "checkpoints" / "hydra" / ".hydra" / "config.yaml"),
                                         resolve=True)
@@ -330,7 +295,7 @@ class ValidationParts:
     """Validations' seconds, summed over them, by what they went to."""
     validations: int
     steps: float  # fairseq's valid_step: each batch's forward, loss and metrics
-    first_batch_waits: float  # next() before each validation's first step: its first batch
+    first_batch_waits: float  # next() before each validation's first step
     later_batch_waits: float  # next() after it, for batches the loader reads during the steps
     rest: float  # setting up the iterator, switching the model, reducing and logging metrics
 
@@ -344,23 +309,17 @@ class ValidationParts:
 
 
 def warm_validations(record: dict) -> Tuple[List[List[float]], float]:
-    """The validations a validation's cost is taken from, and the first validation's extra
-    seconds for batch shapes new to the GPU. Where the bench's second pass over the first
-    validation's batches was recorded (``warm_validation``): the later validations and that
-    pass, and the first validation's time above the pass; in older records: every validation
-    as measured, and none."""
-    warm = record.get("warm_validation", [])
-    if not warm:
+    """The validations whose batch shapes the GPU had seen (the later ones and the bench's
+    second pass over the first one's batches), and the first one's extra seconds above that pass."""
+    if not record["warm_validation"]:  # a run that never validated
         return record["validations"], 0.0
-    (first_start, first_end), (warm_start, warm_end) = record["validations"][0], warm[0]
-    return [*record["validations"][1:], *warm], max(0.0, (first_end - first_start) - (warm_end - warm_start))
+    (first_start, first_end), (warm_start, warm_end) = record["validations"][0], record["warm_validation"][0]
+    return ([*record["validations"][1:], *record["warm_validation"]],
+            max(0.0, (first_end - first_start) - (warm_end - warm_start)))
 
 
-def validation_parts(record: dict, validations: Sequence[Sequence[float]]) -> Optional[ValidationParts]:
-    """Where the time of these validations of the record went; None for records from before
-    their steps were recorded."""
-    if "valid_steps" not in record:
-        return None
+def validation_parts(record: dict, validations: Sequence[Sequence[float]]) -> ValidationParts:
+    """Where the time of these validations of the record went."""
     steps = first = later = rest = 0.0
     for start, end in validations:
         in_steps = overlap(record["valid_steps"], start, end)
@@ -370,50 +329,17 @@ def validation_parts(record: dict, validations: Sequence[Sequence[float]]) -> Op
         after = sum(b - a for a, b in waits if b > first_step)
         steps, first, later = steps + in_steps, first + before_first_step, later + after
         rest += end - start - in_steps - before_first_step - after
-    return ValidationParts(validations=len(validations), steps=steps, first_batch_waits=first,
-                           later_batch_waits=later, rest=rest)
-
-
-@dataclass
-class Summary:
-    updates_per_second: float
-    audio_per_second: float
-    flops_per_audio_second: Optional[float]
-    mfu: Optional[float]
-    kernel_seconds: Optional[float]  # of the profiled step, on the GPU
-    busy_in_step: Optional[float]
-    attention: str
-    startup: float  # of a new fairseq-hydra-train process
-    startup_after_imports: Optional[float]  # what a training the recipe forks pays
-    in_steps: float
-    new_shapes: float
-    validation: float
-    validations: int
-    saving: float
-    saves: int
-    waiting: float
-    exit: float
-    outside_share: float
-    projected_outside_share: float
-    parts: Dict[str, float]
-    top_ops: List
-    gaps_within_epochs: List[float]
-    gaps_at_epoch_ends: List[float]
-    batch_waits_within_epochs: List[float]
-    validation_parts: Optional[ValidationParts]  # of the validations whose batch shapes were seen
-    validation_new_shapes: float  # the first validation's extra
-    host_waits: Optional[List[float]] = None  # [count, seconds] for a CUDA stream, in the profiled step
+    return ValidationParts(len(validations), steps, first, later, rest)
 
 
 def validations_and_saves(record: dict) -> List[List[float]]:
     """The spans in which a run validated (the bench's second pass included) or saved."""
-    return [*record["validations"], *record.get("warm_validation", []), *record["saves"]]
+    return [*record["validations"], *record["warm_validation"], *record["saves"]]
 
 
 def spans_between_steps(record: dict) -> Iterator[Tuple[float, float, float, bool]]:
-    """Each span from a step's end to the next one's start: (start, end, its seconds with
-    validation and saving left out, whether an epoch ended in it, where fairseq starts a new
-    epoch's iterator and loader workers)."""
+    """Each span from a step's end to the next one's start: (start, end, its seconds without
+    validation and saving, whether an epoch ended in it)."""
     interruptions = validations_and_saves(record)
     epoch_ends = [epoch["end"] for epoch in record["epochs"]]
     for before, after in zip(record["steps"], record["steps"][1:]):
@@ -423,8 +349,7 @@ def spans_between_steps(record: dict) -> Iterator[Tuple[float, float, float, boo
 
 
 def gaps_between_steps(record: dict) -> Tuple[List[float], List[float]]:
-    """Seconds from each step's end to the next one's start, validation and saving left out:
-    those within an epoch, and those across an epoch's end."""
+    """Seconds between steps, validation and saving left out: within epochs, across their ends."""
     within, across = [], []
     for _, _, gap, epoch_ended in spans_between_steps(record):
         (across if epoch_ended else within).append(gap)
@@ -432,11 +357,9 @@ def gaps_between_steps(record: dict) -> Tuple[List[float], List[float]]:
 
 
 def batch_waits_within_epochs(record: dict) -> List[float]:
-    """Of each gap between steps within an epoch, the seconds the training loop spent in
-    next() on fairseq's batch iterator (waiting for data); empty where not recorded."""
-    waits = record.get("batch_waits", [])
-    return [overlap(waits, start, end) for start, end, _, epoch_ended in spans_between_steps(record)
-            if waits and not epoch_ended]
+    """Of each gap between steps within an epoch, the seconds in next() on fairseq's batch iterator."""
+    return [overlap(record["batch_waits"], start, end) for start, end, _, epoch_ended in spans_between_steps(record)
+            if not epoch_ended]
 
 
 def instrumented(step: dict) -> bool:
@@ -445,9 +368,8 @@ def instrumented(step: dict) -> bool:
 
 
 def steady_steps(record: dict) -> Tuple[List[dict], List[dict]]:
-    """The steps the rates are taken from (after the first epoch, where every batch shape was
-    seen before; else from step WARM_UP + 1 on), and the first epoch's steps (none when the
-    rates include them); steps with FLOPs counted or profiled are left out of the rates."""
+    """The steps the rates come from (after the first epoch; else from step WARM_UP + 1 on),
+    and the first epoch's steps (none when the rates include them); instrumented steps left out."""
     steps, epochs = record["steps"], record["epochs"]
     if len(epochs) > 1:
         first_epoch_end = epochs[0]["end"]
@@ -457,17 +379,20 @@ def steady_steps(record: dict) -> Tuple[List[dict], List[dict]]:
     return [s for number, s in enumerate(steps, 1) if number > WARM_UP and not instrumented(s)], []
 
 
-def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -> Summary:
-    """The run's rates and times, and the share outside the steps projected to one IEMOCAP
-    fold; ``lengths``: the samples of each utterance of the run's "train" and "valid" splits."""
-    record = run.record
+def mean_ms(values: Sequence[float]) -> str:
+    return f"{1000 * statistics.mean(values):.1f} ms"
+
+
+def report(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -> Tuple[str, str]:
+    """The run's table row and its details line: rates, times, and the share outside the
+    steps projected to one IEMOCAP fold; ``lengths``: the samples of each utterance of the
+    run's "train" and "valid" splits."""
+    record, config, phase = run.record, run.config, run.phase
     steps = record["steps"]
-    special = [s for s in steps if instrumented(s)]
     steady, first_epoch = steady_steps(record)
     window_start, window_end = steady[0]["start"], steady[-1]["end"]
-    interruptions = [*validations_and_saves(record), *[[s["start"], s["end"]] for s in special]]
+    interruptions = [*validations_and_saves(record), *[[s["start"], s["end"]] for s in steps if instrumented(s)]]
     window = window_end - window_start - overlap(interruptions, window_start, window_end)
-    updates_per_second = len(steady) / window
     audio_per_second = sum(s["audio_seconds"] for s in steady) / window
     counted = next((s for s in steps if "flops" in s), None)
     flops_per_audio_second = counted["flops"] / counted["audio_seconds"] if counted else None
@@ -477,133 +402,93 @@ def summarise(run: Run, lengths: Dict[str, np.ndarray], peak: Optional[float]) -
     mean_step = sum(s["end"] - s["start"] for s in steady) / len(steady)
     new_shapes = max(0.0, sum(s["end"] - s["start"] - mean_step for s in first_epoch if not instrumented(s)))
     busy = profiled.get("busy_seconds")
-
     in_steps = sum(s["end"] - s["start"] for s in steps)
-    validation = sum(b - a for a, b in record["validations"])
     saving = sum(b - a for a, b in record["saves"])
-    first = steps[0]["start"]
     gaps = gaps_between_steps(record)
-    waiting = sum(gaps[0]) + sum(gaps[1])
-    startup = first - run.spawned
-    # The recipe forks its trainings from a process with torch, fairseq and torch._dynamo
-    # imported; older records have only the new process's start-up.
-    startup_after_imports = first - record["imports_done"] if "imports_done" in record else None
+    startup = steps[0]["start"] - run.spawned
+    # The recipe forks its trainings from a process with torch, fairseq and torch._dynamo imported.
+    startup_after_imports = steps[0]["start"] - record["imports_done"]
     exit_seconds = run.ended - record["training_done"]
     # The bench's second pass over the first validation is no part of a run.
-    wall = run.ended - run.spawned - sum(b - a for a, b in record.get("warm_validation", []))
-    # Validation and saving after the last step (the final ones) are outside [first, last].
-    outside = wall - in_steps
+    wall = run.ended - run.spawned - sum(b - a for a, b in record["warm_validation"])
 
-    # A full run on one IEMOCAP fold, from the measured parts.
-    # A fold's epoch has `scale` times the batches of the run's, each a shape of its own.
-    scale = (training_batches(utterance_lengths(FOLD_TRAIN_UTTERANCES, seed=1), run.phase, run.config)
-             / training_batches(lengths["train"], run.phase, run.config))
+    # A full run on one IEMOCAP fold: its epoch has `scale` times the batches, each a shape of its own.
+    scale = (training_batches(utterance_lengths(FOLD_TRAIN_UTTERANCES, seed=1), phase, config)
+             / training_batches(lengths["train"], phase, config))
     epochs = record["epochs"]
     updates_per_epoch = (epochs[0]["num_updates"] if epochs else len(steps)) * scale
-    if run.phase == "pretraining":
+    if phase == "pretraining":
         full_updates, fold_validation_utterances = FULL_PRETRAINING_UPDATES, FOLD_PRETRAIN_VALID_UTTERANCES
         full_epochs = full_updates / updates_per_epoch
     else:
         full_epochs, fold_validation_utterances = FULL_FINETUNING_EPOCHS, FOLD_FINETUNE_VALID_UTTERANCES
         full_updates = full_epochs * updates_per_epoch
     fold_validation = utterance_lengths(fold_validation_utterances, seed=2)
-    valid_scale = (validation_samples(fold_validation, run.phase, run.config)
-                   / validation_samples(lengths["valid"], run.phase, run.config))
-    valid_batch_scale = (validation_batches(fold_validation, run.phase, run.config)
-                         / validation_batches(lengths["valid"], run.phase, run.config))
-    checkpoint, dataset = run.config["checkpoint"], run.config["dataset"]
+    valid_scale = validation_samples(fold_validation, phase, config) / validation_samples(lengths["valid"], phase, config)
+    valid_batch_scale = (validation_batches(fold_validation, phase, config)
+                         / validation_batches(lengths["valid"], phase, config))
+    checkpoint, dataset = config["checkpoint"], config["dataset"]
     full_validations = count_events(full_updates, full_epochs, dataset["validate_interval"],
                                     dataset["validate_interval_updates"])
-    full_saves = count_events(full_updates, full_epochs, checkpoint["save_interval"],
-                              checkpoint["save_interval_updates"])
-    # A fold's validation computes on `valid_scale` times the samples; what it spends once
-    # (its first batch, set-up, logging) it spends once there too. Its batch shapes are new
-    # to the GPU in the first validation only.
+    full_saves = count_events(full_updates, full_epochs, checkpoint["save_interval"], checkpoint["save_interval_updates"])
+    # A fold's validation computes on `valid_scale` times the samples; what it spends once it
+    # spends once there too; its batch shapes are new in the first validation only.
     warm, validation_new_shapes = warm_validations(record)
     parts = validation_parts(record, warm)
-    scaled_validation = (parts.once_per_validation + parts.per_batch * valid_scale if parts
-                         else sum(b - a for a, b in warm) * valid_scale)
-    per_validation = scaled_validation / max(1, len(warm))
-    per_save = saving / max(1, len(record["saves"]))
-    # Waiting within epochs scales with the updates, at epoch ends with the epochs: a short
-    # run over few utterances has far more epoch ends per update than a full one.
+    per_validation = (parts.once_per_validation + parts.per_batch * valid_scale) / max(1, len(warm))
+    # Waiting within epochs scales with the updates, at epoch ends with the epochs.
     full_waiting = sum(statistics.mean(part) * count for part, count in zip(gaps, (full_updates, full_epochs)) if part)
-    projected_startup = startup if startup_after_imports is None else startup_after_imports
-    full_fixed = (projected_startup + exit_seconds + full_validations * per_validation + full_saves * per_save
-                  + full_waiting + new_shapes * scale + validation_new_shapes * valid_batch_scale)
-    full_steps = full_updates * mean_step
-    return Summary(
-        updates_per_second=updates_per_second, audio_per_second=audio_per_second,
-        flops_per_audio_second=flops_per_audio_second, mfu=mfu,
-        kernel_seconds=busy, busy_in_step=busy / mean_step if busy is not None else None,
-        attention=", ".join(profiled.get("attention", [])) or "-",
-        startup=startup, startup_after_imports=startup_after_imports, in_steps=in_steps, new_shapes=new_shapes, validation=validation, validations=len(record["validations"]),
-        saving=saving, saves=len(record["saves"]), waiting=waiting, exit=exit_seconds,
-        outside_share=outside / wall, projected_outside_share=full_fixed / (full_fixed + full_steps),
-        parts=profiled.get("parts_seconds", {}), top_ops=profiled.get("top_ops", []),
-        gaps_within_epochs=gaps[0], gaps_at_epoch_ends=gaps[1],
-        batch_waits_within_epochs=batch_waits_within_epochs(record), validation_parts=parts,
-        validation_new_shapes=validation_new_shapes,
-        host_waits=profiled.get("host_waits"),
-    )
+    full_fixed = (startup_after_imports + exit_seconds + full_validations * per_validation
+                  + full_saves * saving / max(1, len(record["saves"])) + full_waiting + new_shapes * scale
+                  + validation_new_shapes * valid_batch_scale)
+    projected_share = full_fixed / (full_fixed + full_updates * mean_step)
 
+    def number(value: Optional[float], spec: str, factor: float = 1.0) -> str:
+        return "-" if value is None else format(value * factor, spec)
 
-def format_row(run: Run, summary: Summary) -> str:
-    def number(value: Optional[float], spec: str, scale: float = 1.0) -> str:
-        return "-" if value is None else format(value * scale, spec)
+    row = (f"| {run.checkout} | {run.precision} | {phase} | {len(steady) / window:.2f} | {audio_per_second:.0f} | "
+           f"{number(flops_per_audio_second, '.3g', 1e-9)} | {number(mfu, '.1f', 100)} | "
+           f"{number(record.get('peak_memory_gib'), '.1f')} | {', '.join(profiled.get('attention', [])) or '-'} | "
+           f"{number(busy and busy / mean_step, '.0f', 100)} | {startup:.1f} | {in_steps:.1f} | {new_shapes:.1f} | "
+           f"{sum(b - a for a, b in record['validations']):.1f} ({len(record['validations'])}) | "
+           f"{saving:.1f} ({len(record['saves'])}) | {sum(gaps[0]) + sum(gaps[1]):.1f} | {exit_seconds:.1f} | "
+           f"{100 * (wall - in_steps) / wall:.0f} | {100 * projected_share:.1f} |")
 
-    memory = run.record.get("peak_memory_gib")
-    return (
-        f"| {run.checkout} | {run.precision} | {run.phase} | {summary.updates_per_second:.2f} | "
-        f"{summary.audio_per_second:.0f} | {number(summary.flops_per_audio_second, '.3g', 1e-9)} | "
-        f"{number(summary.mfu, '.1f', 100)} | {number(memory, '.1f')} | {summary.attention} | "
-        f"{number(summary.busy_in_step, '.0f', 100)} | {summary.startup:.1f} | {summary.in_steps:.1f} | "
-        f"{summary.new_shapes:.1f} | "
-        f"{summary.validation:.1f} ({summary.validations}) | {summary.saving:.1f} ({summary.saves}) | "
-        f"{summary.waiting:.1f} | {summary.exit:.1f} | {100 * summary.outside_share:.0f} | "
-        f"{100 * summary.projected_outside_share:.1f} |"
-    )
+    names = {"forward": "forward and backward"}
+    step_parts = ", ".join(f"{names.get(name, name)} {seconds * 1000:.1f} ms"
+                           for name, seconds in profiled.get("parts_seconds", {}).items())
+    top = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in profiled.get("top_ops", [])[:5])
+    kernels = f"kernels {busy * 1000:.1f} ms in all, " if busy is not None else ""
+    within, across = gaps
+    between = (f"mean {mean_ms(within)} (median {1000 * statistics.median(within):.1f}) within an epoch"
+               if within else "none within an epoch")
+    waits = batch_waits_within_epochs(record)
+    between += f", of which {mean_ms(waits)} waiting for the next batch" if waits else ""
+    between += f", mean {mean_ms(across)} at {len(across)} epoch end(s)" if across else ""
+    validations = ""
+    if parts.validations:
+        count = parts.validations
+        validations = (f"; a validation with batch shapes seen before: "
+                       f"{1000 * (parts.once_per_validation + parts.per_batch) / count:.0f} ms, of which "
+                       f"{1000 * parts.steps / count:.0f} ms in its steps, "
+                       f"{1000 * parts.first_batch_waits / count:.0f} ms waiting for its first batch, "
+                       f"{1000 * parts.later_batch_waits / count:.0f} ms for the others; "
+                       f"the first validation {1000 * validation_new_shapes:.0f} ms more (new shapes)")
+    host = profiled.get("host_waits")
+    host = f"; the host waited for the GPU {host[0]} time(s), {1000 * host[1]:.1f} ms in all" if host else ""
+    details = (f"- {run.checkout} {run.precision} {phase}: profiled step: {kernels}{step_parts or '-'}; "
+               f"operators by their own time: {top or '-'}{host}; between steps (validation and saving left out): "
+               f"{between}{validations}; start-up after the imports (as the recipe's trainings start): "
+               f"{startup_after_imports:.1f} s")
+    return row, details
 
 
 TABLE_HEADER = (
     "| checkout | precision | phase | updates/s | audio s/s | GFLOP per audio s | MFU % | peak GPU memory (GiB) "
     "| attention kernel | GPU busy in step % | start-up (s) | in steps (s) | new shapes (s) | validation (s, n) "
-    "| saving (s, n) "
-    "| waiting (s) | exit (s) | outside steps % | outside steps %, full fold run (projected) |\n"
+    "| saving (s, n) | waiting (s) | exit (s) | outside steps % | outside steps %, full fold run (projected) |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
-
-
-def format_details(run: Run, summary: Summary) -> str:
-    names = {"forward": "forward and backward"}
-    parts = ", ".join(f"{names.get(name, name)} {seconds * 1000:.1f} ms" for name, seconds in summary.parts.items())
-    top = ", ".join(f"{name} {seconds * 1000:.1f} ms" for name, seconds in summary.top_ops[:5])
-    kernels = f"kernels {summary.kernel_seconds * 1000:.1f} ms in all, " if summary.kernel_seconds is not None else ""
-    within, across = summary.gaps_within_epochs, summary.gaps_at_epoch_ends
-    gaps = (f"mean {1000 * statistics.mean(within):.1f} ms (median {1000 * statistics.median(within):.1f}) "
-            f"within an epoch" if within else "none within an epoch")
-    waits = summary.batch_waits_within_epochs
-    gaps += (f", of which {1000 * statistics.mean(waits):.1f} ms waiting for the next batch" if waits else "")
-    gaps += (f", mean {1000 * statistics.mean(across):.1f} ms at {len(across)} epoch end(s)" if across else "")
-    validating = summary.validation_parts
-    validations = ""
-    if validating and validating.validations:
-        count = validating.validations
-        validations = (f"; a validation with batch shapes seen before: "
-                       f"{1000 * (validating.once_per_validation + validating.per_batch) / count:.0f} ms, of which "
-                       f"{1000 * validating.steps / count:.0f} ms in its steps, "
-                       f"{1000 * validating.first_batch_waits / count:.0f} ms waiting for its first batch, "
-                       f"{1000 * validating.later_batch_waits / count:.0f} ms for the others; "
-                       f"the first validation {1000 * summary.validation_new_shapes:.0f} ms more (new shapes)")
-    waits = ""
-    if summary.host_waits is not None:
-        count, seconds = summary.host_waits
-        waits = f"; the host waited for the GPU {count} time(s), {1000 * seconds:.1f} ms in all"
-    startup = (f"; start-up after the imports (as the recipe's trainings start): {summary.startup_after_imports:.1f} s"
-               if summary.startup_after_imports is not None else "")
-    return (f"- {run.checkout} {run.precision} {run.phase}: profiled step: {kernels}{parts or '-'}; "
-            f"operators by their own time: {top or '-'}{waits}; between steps (validation and saving left out): {gaps}"
-            f"{validations}{startup}")
 
 
 def main() -> int:
@@ -664,20 +549,20 @@ def main() -> int:
     rows, details, failures = [], [], []
     table = header + "\n"
     runs = [(checkout, name, "") for checkout, name in zip(args.checkouts, names)]
-    runs += [(args.checkouts[0], f"{names[0]}+{candidates}", candidates) for candidates in args.candidates]
-    for checkout, name, candidates in runs:
+    runs += [(args.checkouts[0], f"{names[0]}+{candidate}", candidate) for candidate in args.candidates]
+    for checkout, name, candidate in runs:
         for precision in args.precision:
             for phase in args.phases:
-                run = Run(name, precision, phase, candidates)
+                run = Run(name, precision, phase, candidate)
                 try:
                     run_training(run, Path(checkout).resolve(), args, work, data, stand_in)
                 except RuntimeError as error:
                     failures.append(str(error))
                     print(f"error: {error}", file=sys.stderr, flush=True)
                     continue
-                summary = summarise(run, lengths, peak)
-                rows.append(format_row(run, summary))
-                details.append(format_details(run, summary))
+                row, detail = report(run, lengths, peak)
+                rows.append(row)
+                details.append(detail)
                 table = "\n".join([header, "", TABLE_HEADER, *rows, "", *details]) + "\n"
                 print(rows[-1], flush=True)
                 if args.table:

@@ -1,15 +1,10 @@
 #!/usr/bin/env python3
-"""fairseq-hydra-train with timers, for bench/bench_train_throughput.py.
-
-Same command line, same fairseq code path (``fairseq_cli.hydra_train.cli_main``): only
-fairseq's ``Trainer.train_step``, ``validate``, ``Trainer.valid_step``, ``save_checkpoint`` and
-per-epoch ``train`` are wrapped to record when they start and end (CUDA synchronised on both
-sides), and the outermost ``next()`` on fairseq's batch iterators, to tell waiting for data
-from the rest of the time between steps and within a validation. The first validation runs
-twice, the second pass timed apart (its log lines appear twice). One step
-also runs under ``torch.utils.flop_counter.FlopCounterMode`` and another under the PyTorch
-profiler (which attention kernel ran, how long the GPU was busy, where its time went); both
-are left out of the timings. The record is written as JSON to $FLEA_TRAINING_TIMES.
+"""fairseq-hydra-train with timers, for bench/bench_train_throughput.py: the same command
+line and fairseq code path, with the start and end (CUDA synchronised) of every train step,
+validation, valid step, checkpoint save and epoch recorded, and of the outermost next() on
+fairseq's batch iterators (waiting for data). The first validation runs twice, the second pass
+timed apart. Step $FLEA_COUNT_FLOPS_AT runs under FlopCounterMode, step $FLEA_PROFILE_AT under
+the PyTorch profiler (table to $FLEA_PROFILE_TABLE); both are left out of the rates.
 
     FLEA_TRAINING_TIMES=times.json python bench/timed_hydra_train.py --config-dir ... [overrides]
 """
@@ -18,7 +13,6 @@ import json
 import os
 import sys
 import time
-from typing import List, Optional
 
 PROCESS_STARTED = time.time()
 
@@ -47,8 +41,7 @@ ATTENTION_OPS = {
     "aten::_scaled_dot_product_attention_math": "math",
     "aten::_scaled_dot_product_flash_attention_for_cpu": "CPU flash",
 }
-# fairseq's ranges in Trainer.train_step; its "forward" holds the task's train_step: forward
-# and backward.
+# fairseq's ranges in Trainer.train_step; its "forward" holds forward and backward.
 STEP_PARTS = ("forward", "reduce-grads", "multiply-grads", "clip-grads", "optimizer")
 
 record = {"process_started": PROCESS_STARTED, "imports_done": IMPORTS_DONE, "steps": [], "validations": [],
@@ -88,19 +81,9 @@ def union_length(spans) -> float:
     return covered
 
 
-def host_waits(profile) -> Optional[List[float]]:
-    """[count, seconds] of the host's waits for a CUDA stream in a profiled step: each read of
-    a device value (``.item()``, ``bool()``, a boolean mask's selection) or blocking copy to the
-    host waits for everything queued before it. None without CUDA."""
-    if not torch.cuda.is_available():
-        return None
-    waits = [event for event in profile.events() if event.name == "cudaStreamSynchronize"]
-    return [len(waits), sum(event.cpu_time_total for event in waits) / 1e6]
-
-
 def profile_summary(profile) -> dict:
     """Attention kernels, the device time of the step and of fairseq's parts of it, top ops,
-    the host's waits for the device."""
+    and [count, seconds] of the host's waits for a CUDA stream (each read of a device value)."""
     averages = profile.key_averages()
     on_gpu = torch.cuda.is_available()
     # On the GPU's timeline the profiler also draws fairseq's ranges ("forward", ...) and the
@@ -127,12 +110,13 @@ def profile_summary(profile) -> dict:
         with open(table_path, "w") as table:
             table.write(averages.table(sort_by="self_cuda_time_total" if on_gpu else "self_cpu_time_total",
                                        row_limit=60, max_name_column_width=90))
+    waits = [event for event in profile.events() if event.name == "cudaStreamSynchronize"]
     return {
         "attention": attention,
         "busy_seconds": union_length(kernels) / 1e6 if on_gpu else None,
         "parts_seconds": {event.key: device_time(event) / 1e6 for event in averages if event.key in STEP_PARTS},
         "top_ops": [[event.key, self_time(event) / 1e6] for event in top],
-        "host_waits": host_waits(profile),
+        "host_waits": [len(waits), sum(event.cpu_time_total for event in waits) / 1e6] if on_gpu else None,
     }
 
 
@@ -199,24 +183,18 @@ def timed_next_batch(iterator):
             record[kind].append([start, time.time()])
 
 
-def batch_waits_as_validations(function):
-    def wrapper(*args, **kwargs):
+def validate_and_once_again(validate):
+    """fairseq's validate, timed, its batch waits apart; the first one is followed by a second
+    pass over the same batches ("warm_validation", result dropped): what a validation costs
+    once its batch shapes are not new, where a short run may validate only once."""
+    def validating(*args, **kwargs):
         batch_iterators["validating"] = True
         try:
-            return function(*args, **kwargs)
+            return validate(*args, **kwargs)
         finally:
             batch_iterators["validating"] = False
 
-    return wrapper
-
-
-def validate_and_once_again(validate):
-    """fairseq's validate, timed; the first one is followed by a second pass over the same
-    batches, timed apart ("warm_validation", its result dropped): what a validation costs once
-    its batch shapes are not new to the GPU, as in a long run's later validations, where a
-    short run may validate only once."""
-    timed_validate = timed("validations", batch_waits_as_validations(validate))
-    warm_validate = timed("warm_validation", batch_waits_as_validations(validate))
+    timed_validate, warm_validate = timed("validations", validating), timed("warm_validation", validating)
 
     def wrapper(*args, **kwargs):
         result = timed_validate(*args, **kwargs)

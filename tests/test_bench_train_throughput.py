@@ -116,14 +116,12 @@ def test_the_wait_for_the_next_batch_is_told_from_the_rest_between_steps():
     from bench_train_throughput import batch_waits_within_epochs, gaps_between_steps
 
     steps = [{"start": 0.0, "end": 1.0}, {"start": 1.010, "end": 2.0}, {"start": 2.5, "end": 3.0}]
-    record = {"steps": steps, "validations": [], "saves": [], "epochs": [{"end": 2.2}],
+    record = {"steps": steps, "validations": [], "warm_validation": [], "saves": [], "epochs": [{"end": 2.2}],
               # the loop's next() from 1.002 to 1.008; the one at 2.3 is across the epoch's end
               "batch_waits": [[1.002, 1.008], [2.3, 2.45]]}
     within, across = gaps_between_steps(record)
     assert [round(gap, 3) for gap in within] == [0.01] and [round(gap, 3) for gap in across] == [0.5]
     assert [round(wait, 3) for wait in batch_waits_within_epochs(record)] == [0.006]
-    # Records of runs before the waits were recorded: none.
-    assert batch_waits_within_epochs({**record, "batch_waits": []}) == []
 
 
 def test_a_validation_is_split_into_what_it_spends_once_and_what_per_batch():
@@ -140,15 +138,13 @@ def test_a_validation_is_split_into_what_it_spends_once_and_what_per_batch():
     assert round(parts.rest, 3) == 0.2  # set-up, logging
     assert round(parts.once_per_validation, 3) == 0.35 and round(parts.per_batch, 3) == 0.45
     assert parts.validations == 2
-    # Records from before the validations' steps were recorded: scaled whole, as before.
-    assert validation_parts({"validations": record["validations"]}, record["validations"]) is None
 
     # The first validation met new batch shapes; a second pass over its batches did not.
     warm_record = {"validations": [[10.0, 10.5], [20.0, 20.3]], "warm_validation": [[10.5, 10.8]]}
     warm, new_shapes = warm_validations(warm_record)
     assert warm == [[20.0, 20.3], [10.5, 10.8]] and round(new_shapes, 3) == 0.2
-    # Older records: every validation as measured, no extra.
-    assert warm_validations({"validations": record["validations"]}) == (record["validations"], 0.0)
+    # A run that never validated: none, no extra.
+    assert warm_validations({"validations": [], "warm_validation": []}) == ([], 0.0)
 
 
 def test_a_folds_epoch_is_projected_by_the_batches_fairseq_makes_of_it():
