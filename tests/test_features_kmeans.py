@@ -18,12 +18,13 @@ from fairseq_flea.hubert.forward import pad_waveforms, padding_mask_from_lengths
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.units import kmeans
 from fairseq_flea.units.kmeans import (
+    candidate_rows,
     dump_km_labels,
     learn_kmeans_from_shards,
     learn_kmeans_sklearn,
-    load_feature_sample,
     load_features,
     mean_squared_distance,
+    read_rows_sample,
     save_kmeans,
     shards_mean_squared_distance,
 )
@@ -236,6 +237,14 @@ def write_numbered_shards(directory: Path, utterance_lengths) -> np.ndarray:
         (directory / f"train_{rank}_{len(utterance_lengths)}.len").write_text("".join(f"{n}\n" for n in lengths))
         shards.append(frames)
     return np.concatenate(shards)
+
+
+def load_feature_sample(feat_dir: str, split: str, nshard: int, max_frames: int, percent: float = -1.0,
+                        seed: int = 0) -> np.ndarray:
+    """At most ``max_frames`` of the frames ``load_features`` would load, drawn as the faiss
+    backend of ``learn_kmeans_from_shards`` draws its sample."""
+    rows, rng = candidate_rows(feat_dir, split, nshard, percent, seed)
+    return read_rows_sample(feat_dir, split, nshard, rows, max_frames, rng)
 
 
 class RowCountingArray:

@@ -7,10 +7,10 @@ from fairseq.models.wav2vec.wav2vec2 import ConvFeatureExtractionModel
 from fairseq_flea.io.frames import (
     FRAME_SECONDS,
     MIN_SAMPLES,
-    conv_frame_count,
     parse_conv_layers,
     samples_for_one_frame,
 )
+from tone_corpus import conv_frame_count
 
 TINY_CONV_LAYERS = "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2"
 

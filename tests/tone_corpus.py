@@ -11,7 +11,7 @@ from typing import Callable, Dict, List
 import numpy as np
 import soundfile as sf
 
-from fairseq_flea.io.frames import conv_frame_count
+from fairseq_flea.io.frames import HUBERT_BASE_CONV_LAYERS, conv_output_length, parse_conv_layers
 
 SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = 320
@@ -21,6 +21,15 @@ SAMPLES_PER_FRAME = 320
 class ToneCorpus:
     data_dir: str
     frame_classes: Dict[str, List[np.ndarray]]  # split -> per-utterance tone class per frame
+
+
+def conv_frame_count(num_samples: int, conv_feature_layers: str = HUBERT_BASE_CONV_LAYERS) -> int:
+    """Number of feature frames the extractor produces for ``num_samples`` samples, as
+    fairseq_flea.hubert.forward counts them: conv_output_length, layer by layer."""
+    length = num_samples
+    for _, kernel, stride in parse_conv_layers(conv_feature_layers):
+        length = conv_output_length(length, kernel, stride)
+    return max(length, 0)
 
 
 def tone_frequency(tone_class: int) -> float:

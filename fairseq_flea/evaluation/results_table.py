@@ -156,11 +156,6 @@ def collect_results(work_dir: str, skip_damaged: bool = False) -> CollectedRuns:
     return collected
 
 
-def collect_test_runs(work_dir: str) -> Dict[RowKey, List[TestRun]]:
-    """Every evaluated fine-tuning under ``work_dir``: table row -> its test runs."""
-    return collect_results(work_dir).rows
-
-
 def mean_and_std(values: List[float]) -> str:
     return f"{mean(values):.1f} ± {stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
 

@@ -1,6 +1,7 @@
-"""HuBERT's frame arithmetic, from its ``conv_feature_layers``: how many 20 ms frames a
-waveform gives, the shortest waveform that gives one, and the frame length in seconds.
-The padding-safe forward, the audio checks and the prediction report all use these."""
+"""HuBERT's frame arithmetic, from its ``conv_feature_layers``: the steps each convolution
+leaves (applied layer by layer, how many 20 ms frames a waveform gives), the shortest
+waveform that gives one frame, and the frame length in seconds. The padding-safe forward,
+the audio checks and the prediction report all use these."""
 
 import ast
 from typing import List, Tuple, TypeVar
@@ -23,14 +24,6 @@ def parse_conv_layers(conv_feature_layers: str) -> List[Tuple[int, int, int]]:
 def conv_output_length(length: Length, kernel: int, stride: int) -> Length:
     """Steps an unpadded convolution leaves of ``length`` input steps (ints or tensors)."""
     return (length - kernel) // stride + 1
-
-
-def conv_frame_count(num_samples: int, conv_feature_layers: str = HUBERT_BASE_CONV_LAYERS) -> int:
-    """Number of feature frames the extractor produces for ``num_samples`` samples."""
-    length = num_samples
-    for _, kernel, stride in parse_conv_layers(conv_feature_layers):
-        length = conv_output_length(length, kernel, stride)
-    return max(length, 0)
 
 
 def samples_for_one_frame(conv_feature_layers: str = HUBERT_BASE_CONV_LAYERS) -> int:

@@ -141,18 +141,6 @@ def read_rows_sample(
     return sample
 
 
-def load_feature_sample(
-    feat_dir: str, split: str, nshard: int, max_frames: int, percent: float = -1.0, seed: int = 0
-) -> np.ndarray:
-    """A random sample of at most ``max_frames`` of the frames ``load_features`` would load
-    (all, or those of a random ``percent`` of each shard's utterances), in file order.
-
-    For samplers such as the faiss backend, which only ever use ``points_per_cluster * K``
-    frames: loading every frame first would cost more than the clustering itself."""
-    rows, rng = candidate_rows(feat_dir, split, nshard, percent, seed)
-    return read_rows_sample(feat_dir, split, nshard, rows, max_frames, rng)
-
-
 def check_finite_features(features: np.ndarray, source: str, rows: Optional[np.ndarray] = None) -> None:
     """NaN or infinite features (from a corrupt shard) would cluster or label silently.
     ``rows``: the file rows of ``features`` when they are a sample, for the message."""
@@ -260,7 +248,7 @@ def learn_kmeans_faiss(
     sample_size = min(len(features), points_per_cluster * n_clusters)
     if sample_size < len(features):
         features = features[np.sort(rng.choice(len(features), sample_size, replace=False))]
-    sample = np.ascontiguousarray(features, dtype=np.float32)  # already the sample (load_feature_sample)
+    sample = np.ascontiguousarray(features, dtype=np.float32)  # already the sample (read_rows_sample)
     seeding_size = min(sample_size, seeding_points_per_cluster * n_clusters)
     best_centers, best_objective = None, np.inf
     for restart in range(restarts):
