@@ -721,6 +721,10 @@ class SlurmLauncher:
 
         paths = JobPaths(self.step_dir(step), job_id=job_id, task_id=0)
         state = state.split()[0] if state.split() else "unknown"  # "CANCELLED by 0"
+        if state != "TIMEOUT" and stopped_at_time_limit(str(paths.stderr)):
+            # submitit's signal comes 90 s before the limit and ends the job itself: SLURM
+            # records FAILED, but what happened is the time limit.
+            return f"SLURM job {job_id} TIMEOUT (SLURM says {state}): {END_STATE_NOTES['TIMEOUT']} (log {paths.stderr})"
         detail = END_STATE_NOTES.get(state, "it ended without a result")
         if paths.result_pickle.exists():
             try:
@@ -730,6 +734,21 @@ class SlurmLauncher:
             if outcome == "error":
                 detail = str(value).strip().splitlines()[-1]
         return f"SLURM job {job_id} {state}: {detail} (log {paths.stderr})"
+
+
+# What submitit logs when SLURM's signal (sbatch --signal=USR2@90) says the time is up.
+SUBMITIT_TIMED_OUT = "this job is timed-out"
+
+
+def stopped_at_time_limit(log_path: str) -> bool:
+    """Whether a job's stderr log says submitit stopped it at its time limit."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - (1 << 20)))  # the last MiB: the signal is among the last lines
+            return SUBMITIT_TIMED_OUT.encode() in log.read()
+    except OSError:
+        return False
 
 
 def format_status(plan: Plan, job_ids: Dict[str, str], waiting: Dict[str, str], queue: Dict[str, QueuedJob],
