@@ -67,6 +67,6 @@ def parse_fast_paths(value: str) -> FrozenSet[str]:
         elif item in KNOWN:
             chosen.add(item)
         else:
-            raise ValueError(f"fast_paths: unknown name {item!r} in {value!r}; known: all, none, "
+            raise ValueError(f"unknown name {item!r} in {value!r}; known: all, none, "
                              + ", ".join(KNOWN))
     return frozenset(chosen)
