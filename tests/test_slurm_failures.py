@@ -18,7 +18,8 @@ import pytest
 
 from conftest import REPO_ROOT, run_python_tool
 from fairseq_flea.io.errors import FleaInputError
-from fairseq_flea.recipe.slurm_launcher import (PartitionOffer, QueuedJob, SlurmConfig, fit_config,
+from fairseq_flea.recipe.slurm_launcher import (PartitionOffer, QueuedJob, SlurmConfig, SlurmLauncher, choose_partition,
+                                                fit_config,
                                                 never_start_hint, never_start_reason, parse_minutes, parse_sinfo,
                                                 refusal_hint, sbatch_message)
 from fairseq_flea.recipe.steps import Step
@@ -41,6 +42,17 @@ def test_partitions_are_read_from_sinfo_with_their_largest_node():
     assert offers["short"] == PartitionOffer("short", 4, 8000, 0, 30)  # MaxCPUsPerNode caps the node's 8
     assert [parse_minutes(text) for text in ("5:00", "1:00:00", "1-12", "45", "0:30", "UNLIMITED")] == \
         [5, 60, 2160, 45, 1, None]
+
+
+def test_a_partition_is_chosen_by_name_or_as_the_default():
+    offers, default = parse_sinfo("debug*|2|4096|(null)|infinite|UNLIMITED\ngpu|32|256000|gpu:4|1-00:00:00|8\n")
+    assert choose_partition(offers, default, None).name == "debug"
+    assert choose_partition(offers, default, "debug,gpu") == PartitionOffer("debug,gpu", 8, 256000, 4, None)
+    with pytest.raises(FleaInputError, match=r"^--slurm-partition gpu2: no such partition gpu2 \(sinfo lists debug, "
+                                             r"gpu\)$"):
+        choose_partition(offers, default, "gpu2")
+    with pytest.raises(FleaInputError, match="no default partition: give --slurm-partition"):
+        choose_partition(offers, None, None)
 
 
 def steps(gpus=1):
@@ -88,7 +100,7 @@ def test_a_request_given_beyond_the_partition_is_refused_at_once(config, offer, 
 
 @pytest.mark.parametrize("code", [
     "PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints", "InvalidAccount", "InvalidQOS",
-    "AccountNotAllowed", "QOSNotAllowed", "DependencyNeverSatisfied", "QOSMaxCpuPerJobLimit", "AssocMaxCpuPerJobLimit",
+    "AccountNotAllowed", "QOSNotAllowed", "QOSMaxCpuPerJobLimit", "AssocMaxCpuPerJobLimit",
     "QOSMaxWallDurationPerJobLimit", "AssocMaxWallDurationPerJobLimit", "QOSMaxNodePerJobLimit", "QOSMaxGRESPerJob",
     "AssocMaxMemPerJob", "QOSMaxMemoryPerNode", "AssocMaxCpuPerNode", "QOSMinCpuNotSatisfied", "QOSMinGRES",
     "QOSMaxCpuMinutesPerJobLimit", "MaxMemPerLimit",
@@ -102,6 +114,7 @@ def test_pending_reasons_that_never_clear(code):
     "AssocGrpCpuLimit", "AssocGrpGRES", "QOSMaxJobsPerUserLimit", "QOSMaxCpuPerUserLimit", "QOSMaxGRESPerUser",
     "AssocMaxJobsLimit", "MaxCpuPerAccount", "PartitionDown", "NodeDown", "Reservation", "QOSJobLimit",
     "ReqNodeNotAvail",  # only when a node it needs does not exist (missing_nodes): down nodes come back
+    "DependencyNeverSatisfied",  # kill-on-invalid-dep: SLURM cancels it, and only its branch of the graph stops
 ])
 def test_pending_reasons_that_mean_wait(code):
     assert not never_start_reason(code)
@@ -283,6 +296,16 @@ def test_the_recipe_refuses_at_once_what_the_partition_cannot_give(node, iemocap
         assert no_gpus.startswith(f"error: step tapt_labels asks for 1 GPU, but partition {node.name} has no GPUs "
                                   "(no gpu gres on its nodes): add --slurm-cpu-only"), no_gpus
     assert not (tmp_path / "work" / "slurm").exists() or not list((tmp_path / "work" / "slurm").rglob("job_id"))
+
+
+def test_req_node_not_avail_gives_up_only_for_a_node_that_does_not_exist(node):
+    here = slurm("sinfo", "--noheader", "--Node", "--format=%N").split()[0]
+    absent = QueuedJob("7", "PENDING", "ReqNodeNotAvail, UnavailableNodes:flea-absent[1-2]")
+    assert SlurmLauncher.never_start(absent) == "ReqNodeNotAvail: node flea-absent1, flea-absent2 does not exist"
+    down = QueuedJob("8", "PENDING", f"ReqNodeNotAvail, UnavailableNodes:{here}")  # down or drained: it comes back
+    assert SlurmLauncher.never_start(down) is None
+    assert SlurmLauncher.never_start(QueuedJob("9", "PENDING", "PartitionConfig")) == "PartitionConfig"
+    assert SlurmLauncher.never_start(QueuedJob("9", "RUNNING", "PartitionConfig")) is None
 
 
 def test_a_job_pending_for_resources_is_waited_for_with_status_lines(node, tmp_path):

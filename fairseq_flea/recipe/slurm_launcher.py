@@ -211,15 +211,21 @@ def read_partitions() -> Tuple[Dict[str, PartitionOffer], Optional[str]]:
 
 
 def choose_partition(offers: Dict[str, PartitionOffer], default: Optional[str], name: Optional[str]) -> PartitionOffer:
-    """The offer of partition ``name`` (None: the cluster's default), or one line saying why not."""
+    """The offer of partition ``name`` (None: the cluster's default; ``a,b``: sbatch's choice
+    of either, so the larger of each), or one line saying why not."""
     known = ", ".join(sorted(offers)) or "none"
     if name is None:
         if default is None:
             raise FleaInputError(f"the cluster has no default partition: give --slurm-partition (one of {known})")
         return offers[default]
-    if name not in offers:
-        raise FleaInputError(f"--slurm-partition {name}: no such partition (sinfo lists {known})")
-    return offers[name]
+    names = [part.strip() for part in name.split(",") if part.strip()]
+    unknown = [part for part in names if part not in offers]
+    if unknown or not names:
+        raise FleaInputError(f"--slurm-partition {name}: no such partition {', '.join(unknown)} (sinfo lists {known})")
+    chosen = [offers[part] for part in names]
+    limits = [offer.time_limit_minutes for offer in chosen]
+    return PartitionOffer(name, max(offer.cpus for offer in chosen), max(offer.memory_mb for offer in chosen),
+                          max(offer.gpus for offer in chosen), None if None in limits else max(limits))
 
 
 # Fitting the requests to the partition -----------------------------------------------
@@ -392,10 +398,13 @@ def read_queue() -> Dict[str, QueuedJob]:
 # the job alone asks for more than its partition, QOS or association ever allows. Against
 # them stand reasons about what others use now (Priority, Resources, QOSGrp*, *PerUser*,
 # AssocMaxJobsLimit...) or the job's own wait (Dependency, BeginTime, JobHeld*), which clear.
+# DependencyNeverSatisfied is not among them: the run's jobs carry kill-on-invalid-dep, so
+# SLURM cancels such a job itself at its next pass, and it counts as "not run", not as the
+# reason to cancel every other job.
 NEVER_START_REASONS = {
     "PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints", "InvalidAccount", "InvalidQOS",
-    "AccountNotAllowed", "QOSNotAllowed", "DependencyNeverSatisfied", "QOSTimeLimit", "AssociationTimeLimit",
-    "MaxMemPerLimit", "ReservationDeleted", "JobHoldMaxRequeue",
+    "AccountNotAllowed", "QOSNotAllowed", "QOSTimeLimit", "AssociationTimeLimit", "MaxMemPerLimit",
+    "ReservationDeleted", "JobHoldMaxRequeue",
 }
 # QOSMaxCpuPerJobLimit, AssocMaxWallDurationPerJobLimit, QOSMaxGRESPerNode, QOSMinCpuNotSatisfied, ...
 PER_JOB_LIMIT = re.compile(r"(QOS|Assoc)(Max\w*Per(Job|Node)(Limit)?|Min\w*)")
@@ -575,7 +584,11 @@ class SlurmLauncher:
 
     def fitted_config(self, plan: Plan) -> SlurmConfig:
         """The config with its open requests fitted to the partition, or one line refusing it."""
-        offers, default = read_partitions()
+        try:
+            offers, default = read_partitions()
+        except FleaStepError as error:
+            raise FleaStepError(f"{error} (fit_to_partition: false in --slurm-config submits without reading "
+                                "the partition)") from None
         offer = choose_partition(offers, default, self.config.partition)
         gpu_partitions = sorted(name for name, other in offers.items() if other.gpus)
         config, notes = fit_config(self.config, plan.steps, offer, gpu_partitions)
@@ -696,7 +709,10 @@ class SlurmLauncher:
         if job.state != "PENDING":
             return None
         if job.reason_code == "ReqNodeNotAvail":
-            absent = missing_nodes(job)
+            try:
+                absent = missing_nodes(job)
+            except FleaStepError:  # sinfo did not answer this time: the next poll asks again
+                return None
             return f"ReqNodeNotAvail: node {', '.join(absent)} does not exist" if absent else None
         return job.reason_code if never_start_reason(job.reason_code) else None
 
