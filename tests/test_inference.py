@@ -1,5 +1,6 @@
 """Recognising emotion in recordings: the inference API and tools/predict.py."""
 
+import copy
 import json
 import shutil
 
@@ -16,6 +17,8 @@ from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.units.layer_features import dump_layer_features
 from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.inference.recognizer import EmotionRecognizer, RecordingPrediction, SkippedRecording
+from fairseq_flea.inference.segments import Segment, format_segments
+from fairseq_flea.models.pooling import MeanPooling
 from fairseq_flea.units.kmeans import assign_clusters, learn_kmeans_sklearn, load_features, save_kmeans
 from fairseq_flea.io.manifest import read_manifest
 from test_pretraining_errors import assert_one_line_error
@@ -60,15 +63,51 @@ def test_api_and_cli_agree(attention_finetune, recognizer, emotion_corpus, tmp_p
         assert np.abs(probabilities - expected.probabilities).max() < 1e-5
         assert np.abs(np.array(entry["frame_weights"]) - expected.frame_weights).max() < 1e-5
         assert abs(sum(entry["frame_weights"]) - 1) < 1e-4
+        assert_exact_decomposition(entry, document)
+        assert entry["duration"] == read_manifest(str(emotion_corpus / "test.tsv")).num_samples[paths.index(entry["file"])] / 16000
+        assert_segments_tile(entry["segments"], entry["duration"], recognizer.class_names)
+    assert document["frame_seconds"] == 0.02 and document["receptive_field_seconds"] == 0.025
+    assert document["segment_options"] == {"median_frames": 5, "min_segment_seconds": 0.2, "single_span": False}
     predicted = {p.path: p.predicted_class for p in api}
     assert len(set(predicted.values())) > 1  # a model that always says the same would agree trivially
 
     csv_rows = [line.split(",") for line in (tmp_path / "p.csv").read_text().splitlines()]
-    assert csv_rows[0] == ["file", "predicted_class", *(f"p_{n}" for n in recognizer.class_names), "notes"]
+    assert csv_rows[0] == ["file", "predicted_class", *(f"p_{n}" for n in recognizer.class_names), "notes", "segments"]
     assert {row[0]: row[1] for row in csv_rows[1:]} == predicted
+    assert [row[-1] for row in csv_rows[1:]] == [format_segments([Segment(**s) for s in e["segments"]]) for e in cli]
     table = result.stdout.splitlines()
-    assert table[0].split() == ["file", "predicted", *recognizer.class_names, "notes"]
+    assert table[0].split() == ["file", "predicted", *recognizer.class_names, "segments", "notes"]
     assert {line.split()[0]: line.split()[1] for line in table[1:]} == predicted
+
+
+def assert_exact_decomposition(entry, document):
+    """logits = sum_i w_i (W x_i + b) to 1e-4 in fp32, the weights sum to 1, and the
+    probabilities are the logits' softmax."""
+    logits, frame_logits, weights = (np.array(entry[k], dtype=np.float64) for k in ("logits", "frame_logits", "frame_weights"))
+    assert frame_logits.shape == (len(weights), len(document["class_names"]))
+    assert np.abs(weights @ frame_logits - logits).max() < 1e-4
+    assert abs(weights.sum() - 1) < 1e-5 and weights.min() >= 0
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    assert np.abs(softmax - [entry["probabilities"][n] for n in document["class_names"]]).max() < 1e-6
+
+
+def assert_segments_tile(segments, duration, class_names):
+    """Every instant of the file in exactly one segment: consecutive, from 0 to the duration."""
+    assert segments[0]["start"] == 0 and abs(segments[-1]["end"] - duration) < 1e-6
+    assert all(a["end"] == b["start"] and a["emo"] != b["emo"] for a, b in zip(segments, segments[1:]))
+    assert all(s["end"] > s["start"] and s["emo"] in class_names for s in segments)
+
+
+def test_mean_pooling_decomposes_with_weights_one_over_t(recognizer, emotion_corpus):
+    """The same encoder and head with mean pooling: weights 1/T, the logits still the weighted sum."""
+    model = copy.deepcopy(recognizer.model)
+    model.pooling = MeanPooling()
+    mean = EmotionRecognizer(model, recognizer.class_names, recognizer.sample_rate, recognizer.normalize, recognizer.device)
+    for prediction in mean.predict_files(split_paths(emotion_corpus)[:4], batch_seconds=3):
+        weights = prediction.frame_weights
+        assert np.allclose(weights, 1 / len(weights), atol=1e-7)
+        assert np.abs(weights.astype(np.float64) @ prediction.frame_logits - prediction.logits).max() < 1e-4
+        assert prediction.frame_logits.shape == (len(weights), 4)
 
 
 def write_16k_mono_and_44k_stereo(source, mono_path, stereo_path):
@@ -104,7 +143,7 @@ def test_resampled_stereo_predicts_like_the_16k_mono_original(attention_finetune
     assert_succeeded(result)
     rows = result.stdout.splitlines()[1:]
     assert len(rows) == len(converted)
-    assert all(row.endswith(",downmixed 2 channels; resampled 44100 Hz -> 16000 Hz") for row in rows)
+    assert all(",downmixed 2 channels; resampled 44100 Hz -> 16000 Hz," in row for row in rows)
 
 
 def test_short_audio_is_judged_at_the_model_rate(tmp_path):
@@ -179,8 +218,16 @@ def test_plot_writes_one_png_per_predicted_file(attention_finetune, emotion_corp
     same_name.parent.mkdir()
     shutil.copy(second, same_name)
     files = [first, bad_files["missing"], str(same_name), second]
-    result = run_python_tool("predict.py", attention_finetune[0], *files, "--plot", tmp_path / "plots")
+    duration = sf.info(second).frames / 16000
+    spans = tmp_path / "spans.json"  # the reference span of one file, shaded in its plot
+    spans.write_text(json.dumps({"u4": {"wav": "elsewhere/" + second.rsplit("/", 1)[1], "duration": duration,
+                                        "emotion": [{"emo": "angry", "start": 0.2, "end": duration / 2}]},
+                                 "not_given": {"wav": "x/not_given.wav", "duration": 1.0, "emotion": []}}))
+    result = run_python_tool("predict.py", attention_finetune[0], *files, "--plot", tmp_path / "plots",
+                             "--spans", spans, "--single-span", "--csv", "-")
     assert_succeeded(result)
+    segments = [row.rsplit(",", 1)[1].split("; ") for row in result.stdout.splitlines()[1:]]
+    assert all(sum(not s.startswith("neu ") for s in row) <= 1 for row in segments)  # one non-neutral span at most
     stem = same_name.stem
     pngs = sorted(p.name for p in (tmp_path / "plots").iterdir())
     assert pngs == [f"1_{stem}.png", f"3_{stem}.png", f"4_{second.rsplit('/', 1)[1][:-4]}.png"]

@@ -1,6 +1,8 @@
 """Emotion recognition with a fine-tuned ``ser_attention_classification`` checkpoint
 (or its inference conversion): class probabilities, the pooling weight of each 20 ms
-frame and, given a k-means model of one encoder layer, each frame's pseudo-emotion cluster.
+frame, each frame's logits (the head is linear after pooling, so the utterance's logits are
+exactly the weighted sum of the frames' ``W x_i + b``) and, given a k-means model of one
+encoder layer, each frame's pseudo-emotion cluster.
 
     recognizer = EmotionRecognizer.load("exp/flea/checkpoint_best.pt")
     clusters = recognizer.load_frame_clusters("km100.bin", layer=9)  # optional
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from fairseq_flea.io.audio import read_audio_for_model, read_mono_audio
 from fairseq_flea.hubert.checkpoints import checkpoint_model_name, load_checkpoint_state
 from fairseq_flea.io.errors import FleaInputError
+from fairseq_flea.io.frames import frame_seconds, samples_for_one_frame
 from fairseq_flea.hubert.forward import (
     default_device,
     full_float32_precision,
@@ -25,6 +28,7 @@ from fairseq_flea.hubert.forward import (
     length_sorted_batches,
     pad_waveforms,
 )
+from fairseq_flea.inference.segments import FrameTiming
 from fairseq_flea.models.ser_attention_classification import CLASSIFIER_MODEL
 from fairseq_flea.units.kmeans import assign_clusters, load_cluster_centers
 
@@ -37,6 +41,9 @@ class UtterancePrediction:
     probabilities: np.ndarray  # one per class, in EmotionRecognizer.class_names order
     frame_weights: np.ndarray  # pooling weight of each 20 ms frame (attention, or 1/N for mean)
     cluster_ids: Optional[np.ndarray] = None  # pseudo-emotion cluster of each frame, if asked for
+    logits: Optional[np.ndarray] = None  # the utterance's logits (C): sum_i frame_weights[i] * frame_logits[i]
+    frame_logits: Optional[np.ndarray] = None  # T x C: the classifier on each frame, W x_i + b
+    duration: float = 0.0  # seconds of audio the model saw
 
     def predicted_index(self) -> int:
         return int(np.argmax(self.probabilities))
@@ -62,6 +69,9 @@ class RecordingPrediction:
     frame_weights: np.ndarray
     cluster_ids: Optional[np.ndarray]
     notes: List[str] = field(default_factory=list)  # how the audio was converted for the model
+    logits: Optional[np.ndarray] = None
+    frame_logits: Optional[np.ndarray] = None
+    duration: float = 0.0
 
     @property
     def predicted_class(self) -> str:
@@ -91,6 +101,12 @@ class EmotionRecognizer:
     def pooling(self) -> str:
         """'attention' or 'mean': what the frame weights are."""
         return str(getattr(getattr(self.model, "cfg", None), "pooling", "attention"))
+
+    @property
+    def frame_timing(self) -> FrameTiming:
+        """Seconds between frames and seconds one frame sees, from the encoder's convolutions."""
+        layers = str([(0, block[0].kernel_size[0], block[0].stride[0]) for block in self.model.encoder.feature_extractor.conv_layers])
+        return FrameTiming(frame_seconds(layers, self.sample_rate), samples_for_one_frame(layers) / self.sample_rate)
 
     @classmethod
     def load(cls, checkpoint_path: str, device: Optional[torch.device] = None) -> "EmotionRecognizer":
@@ -136,8 +152,12 @@ class EmotionRecognizer:
         with full_float32_precision():
             for batch in length_sorted_batches([len(w) for w in prepared], max_batch_samples):
                 source, lengths = pad_waveforms([prepared[i] for i in batch])
-                output = self.model(source=source, lengths=lengths)
-                probabilities = torch.softmax(output["logits"].float(), dim=-1).cpu().numpy()
+                output, frames = self._forward_with_frames(source, lengths)
+                logits = output["logits"].float()
+                probabilities = torch.softmax(logits, dim=-1).cpu().numpy()
+                # The head on every frame: one matmul more. In eval mode the dropout before it is the identity.
+                frame_logits = self.model.classifier(frames).float().cpu().numpy()
+                logits = logits.cpu().numpy()
                 cluster_ids = (
                     self._cluster_ids(source, lengths, frame_clusters) if frame_clusters is not None else None
                 )
@@ -147,8 +167,26 @@ class EmotionRecognizer:
                         probabilities=probabilities[row],
                         frame_weights=output["frame_weights"][row][valid].float().cpu().numpy(),
                         cluster_ids=None if cluster_ids is None else cluster_ids[row],
+                        logits=logits[row],
+                        frame_logits=frame_logits[row][valid.cpu().numpy()],
+                        duration=len(prepared[index]) / self.sample_rate,
                     )
         return predictions
+
+    def _forward_with_frames(self, source: torch.Tensor, lengths: torch.Tensor):
+        """The model's own forward, and the frames its pooling received (a hook, so that the
+        frame view is of exactly the forward that gave the logits)."""
+        captured = {}
+
+        def keep_frames(module, inputs, _output) -> None:
+            captured["frames"] = inputs[0]
+
+        handle = self.model.pooling.register_forward_hook(keep_frames)
+        try:
+            output = self.model(source=source, lengths=lengths)
+        finally:
+            handle.remove()
+        return output, captured["frames"]
 
     def _cluster_ids(self, source: torch.Tensor, lengths: torch.Tensor, clusters: FrameClusters) -> List[np.ndarray]:
         # A second, shorter pass (the encoder stops at the layer): the classifier's forward
@@ -193,6 +231,9 @@ class EmotionRecognizer:
                     frame_weights=prediction.frame_weights,
                     cluster_ids=prediction.cluster_ids,
                     notes=conversion_notes,
+                    logits=prediction.logits,
+                    frame_logits=prediction.frame_logits,
+                    duration=prediction.duration,
                 )
             yield from results
 
