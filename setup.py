@@ -33,7 +33,8 @@ setup(
         "submitit",
     ],
     extras_require={
-        # transformers only to build a HuggingFace HuBERT that the converter's test reads
-        "test": ["pytest", "pytest-xdist", "transformers"],
+        # transformers only to build a HuggingFace HuBERT that the converter's test reads;
+        # speechbrain for its own EDER (speechbrain/utils/EDER.py), the frame-level tests' reference
+        "test": ["pytest", "pytest-xdist", "transformers", "speechbrain"],
     },
 )

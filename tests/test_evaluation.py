@@ -7,7 +7,11 @@ import pytest
 
 from conftest import run_python_tool
 from fairseq_flea.inference.recognizer import EmotionRecognizer
+from fairseq_flea.inference.segments import emotion_segments
 from fairseq_flea.evaluation.metrics import classification_scores, confusion_matrix
+from fairseq_flea.io.manifest import read_manifest
+from test_frame_metrics import speechbrain_eder_module
+from test_pretraining_errors import assert_one_line_error
 
 
 def test_scores_match_a_hand_computed_confusion_matrix():
@@ -111,3 +115,81 @@ def test_aggregate_results_can_leave_damaged_files_out_and_count_them(tmp_path):
     assert table == result.stdout
     assert "| TAPT | - | 62.5 / 50.0 (1) |" in table  # fold 1 alone: nothing of the half file
     assert f"Left out: 1 damaged results.json (not counted above):\n\n- {damaged}: cut off" in table
+
+
+# --- frame level: evaluate.py --spans ---------------------------------------------------------------
+
+ZED_NAMES = {"ang": "angry", "hap": "happy", "neu": "neutral", "sad": "sad"}
+
+
+def write_test_spans(emotion_corpus, path):
+    """ZED-style spans for the test split: the emotion of six non-neutral utterances (two of
+    each class) in their middle 40 % only (the rest neutral), the others and the neutral ones whole."""
+    manifest = read_manifest(str(emotion_corpus / "test.tsv"))
+    labels = (emotion_corpus / "test.emo").read_text().split()
+    spans = {}
+    for index, (name, samples, label) in enumerate(zip(manifest.names, manifest.num_samples, labels)):
+        duration = samples / 16000
+        start, end = (0.3 * duration, 0.7 * duration) if label != "neu" and index // 4 % 2 == 0 else (0.0, duration)
+        spans[f"utt{index}"] = {"wav": "{data_root}/" + name, "duration": round(duration, 3),
+                                "emotion": [{"emo": ZED_NAMES[label], "start": round(start, 3), "end": round(end, 3)}]}
+    path.write_text(json.dumps(spans))
+    return spans
+
+
+def test_evaluate_spans_reports_eder_as_speechbrain_computes_it(attention_finetune, emotion_corpus, tmp_path):
+    """EDER from the written segments, computed again by SpeechBrain's EDER (or, without it,
+    by the overlap definition), agrees with results.json to 2e-3; the segments are those of
+    the inference API; attention in span is the weight of the frames inside the span."""
+    checkpoint, _ = attention_finetune
+    spans = write_test_spans(emotion_corpus, tmp_path / "spans.json")
+    result = run_python_tool("evaluate.py", checkpoint, emotion_corpus, "test", "--out-dir", tmp_path / "eval",
+                             "--spans", tmp_path / "spans.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["span_utterances"] == 16 and results["partial_span_utterances"] == 6
+    assert results["neutral_label"] == "neu" and results["segment_options"]["median_frames"] == 5
+    assert f"EDER {100 * results['eder']:.2f}" in result.stdout and "attention in span" in result.stdout
+    written = json.loads((tmp_path / "eval" / "segments.json").read_text())
+    assert set(written) == set(spans)
+
+    eder_module = speechbrain_eder_module()
+    recognizer = EmotionRecognizer.load(str(checkpoint))
+    manifest = read_manifest(str(emotion_corpus / "test.tsv"))
+    paths = [f"{manifest.root}/{name}" for name in manifest.names]
+    api = recognizer.predict_files(paths)
+    independent, in_span, uniform = [], [], []
+    for index, (path, prediction) in enumerate(zip(paths, api)):
+        utterance = written[f"utt{index}"]
+        segments = utterance["segments"]
+        assert segments == [s.as_dict() for s in emotion_segments(
+            prediction.frame_logits, prediction.duration, recognizer.class_names, recognizer.frame_timing)]
+        event = spans[f"utt{index}"]["emotion"][0]
+        duration = prediction.duration
+        grid = 0.0025
+        centres = (np.arange(int(np.ceil(duration / grid))) + 0.5) * grid
+        on_grid = [next(s["emo"] for s in segments if s["end"] > t or s is segments[-1])[0] for t in centres]
+        if eder_module is not None:
+            independent.append(eder_module.EDER(on_grid, path, duration, [event], grid, grid))
+        else:  # 1 - agreeing time / duration, neutral ('n') outside the event
+            truth = ["n" if not event["start"] <= t < event["end"] else event["emo"][0] for t in centres]
+            independent.append(1 - grid * sum(a == b for a, b in zip(on_grid, truth)) / duration)
+        if event["end"] - event["start"] < duration - 0.1:
+            frame_centres = np.arange(len(prediction.frame_weights)) * 0.02 + 0.0125
+            inside = (frame_centres >= event["start"]) & (frame_centres < event["end"])
+            in_span.append(prediction.frame_weights[inside].sum())
+            uniform.append(inside.mean())
+    assert abs(np.mean(independent) - results["eder"]) < 2e-3
+    assert len(in_span) == 6
+    assert abs(np.mean(in_span) - results["attention_in_span"]) < 0.02
+    assert abs(np.mean(uniform) - results["uniform_in_span"]) < 0.02
+
+
+def test_bad_spans_get_one_error_line_naming_the_utterance(attention_finetune, emotion_corpus, tmp_path):
+    spans = write_test_spans(emotion_corpus, tmp_path / "spans.json")
+    spans["elsewhere_7"] = {**spans["utt0"], "wav": "other/corpus_007.wav"}
+    (tmp_path / "spans.json").write_text(json.dumps(spans))
+    result = run_python_tool("evaluate.py", attention_finetune[0], emotion_corpus, "test", "--out-dir", tmp_path / "eval",
+                             "--spans", tmp_path / "spans.json")
+    assert_one_line_error(result, "error:", "spans.json: utterance elsewhere_7: no audio file called 'corpus_007'")
+    assert not (tmp_path / "eval" / "results.json").exists()
