@@ -1,18 +1,11 @@
 #!/usr/bin/env python3
-"""One-command GPU check: the FLEA recipe at HuBERT-base size on the demo corpus, in fp16
-and in bf16, then the dump, training-throughput and prediction benches on the GPU, and one
-table (the throughput bench's own table is the work dir's train_throughput.md).
-
-The demo (fairseq_flea.demo.flea_demo) brings its corpus and builds a HuBERT-base-size stand-in for
-the released checkpoint with the project's own code (a few updates from scratch on MFCC
-k-means labels, then k-means of its layer 9); the recipe's stages 1-5 then run with the
-base configs (tapt_base, ser_mean_base, flea_cpt_base, ser_*_base) and few updates.
-The stand-in is built once and shared by both precisions.
-
-For every step the table gives its wall time; for training steps fairseq's meters of the
-last epoch (updates/s, seconds of audio per second) and the seconds from "done training"
-to the end of the process; for all steps the peak GPU memory and mean utilisation sampled
-from nvidia-smi once a second. Exits non-zero if any step or bench fails.
+"""One-command GPU check: the FLEA recipe (fairseq_flea.demo: its corpus, a HuBERT-base-size
+stand-in built once, stages 1-5 with the base configs and few updates) in fp16 and in bf16,
+then the dump, training-throughput and prediction benches, and one table: each step's wall
+time; for trainings fairseq's last-epoch meters (updates/s, audio s per s) and the seconds
+from "done training" to the process's end; peak GPU memory and mean utilisation (nvidia-smi,
+once a second). The throughput bench's own table: the work dir's train_throughput.md.
+Exits non-zero if any step or bench fails.
 
     python bench/gpu_check.py [--work-dir DIR] [--precisions fp16 bf16] [--table PATH]
     python bench/gpu_check.py --device cpu --size tiny   # rehearsal without a GPU
@@ -32,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
 from omegaconf import OmegaConf
 
 from fairseq_flea.demo.flea_demo import DemoConfig, FleaDemo
@@ -147,21 +141,15 @@ def run_demo_at_precision(work_dir: Path, shared_from: Optional[Path], precision
         FleaDemo(cfg).run()
     finally:
         logging.getLogger("fairseq_flea.recipe").removeHandler(recorder)
-        release_gpu_memory()  # the demo's attention plots ran a model in this process
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the demo's attention plots ran a model in this process
     for step in recorder.steps:
         if step.end is not None:
             step.meters = training_meters(Path(step.directory) / "train.log", step.end)
     return recorder.steps
 
 
-def release_gpu_memory() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def run_bench(name: str, script: str, options: Sequence[str], sampler: GpuSampler, log_dir: Path) -> StepRecord:
+def run_bench(name: str, script: str, options: Sequence[str], log_dir: Path) -> StepRecord:
     step = StepRecord(f"bench {name}", str(log_dir), time.time())
     result = subprocess.run([sys.executable, str(BENCH_DIR / script), *options], capture_output=True, text=True)
     step.end = time.time()
@@ -205,12 +193,9 @@ def main() -> int:
     args = parser.parse_args()
     args.layer = args.layer or (9 if args.size == "base" else 1)
     log_tool_progress()
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("error: no CUDA device; this check is for GPU machines (--device cpu rehearses it)", file=sys.stderr)
-            return 1
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: no CUDA device; this check is for GPU machines (--device cpu rehearses it)", file=sys.stderr)
+        return 1
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="flea_gpu_check_")).resolve()
     sampler = GpuSampler()
     if args.device == "cuda":
@@ -226,13 +211,13 @@ def main() -> int:
         if not args.skip_benches:
             on_gpu = args.device == "cuda"
             steps.append(run_bench("dump_feature", "bench_dump_feature.py", [
-                "--device", args.device, "--utterances", "96" if on_gpu else "2"], sampler, work))
+                "--device", args.device, "--utterances", "96" if on_gpu else "2"], work))
             steps.append(run_bench("train_throughput", "bench_train_throughput.py", [
                 "--device", args.device, "--precision", *args.precisions,
-                "--table", str(work / "train_throughput.md")], sampler, work))
+                "--table", str(work / "train_throughput.md")], work))
             steps.append(run_bench("predict_rtf", "bench_predict_rtf.py", [
                 "--device", args.device, "--utterances", "48" if on_gpu else "2", "--repeats", "2" if on_gpu else "1"],
-                sampler, work))
+                work))
     except (FleaInputError, FleaStepError, OSError) as error:
         failure = str(error)
     sampler.stopped.set()
