@@ -1,13 +1,8 @@
 #!/usr/bin/env python3
-"""dump_feature: batched extraction against one-utterance-at-a-time, side by side (CPU or GPU).
-
-A randomly initialised HuBERT-base-size model (12 layers, 768 dims, GroupNorm first conv)
-extracts layer 9 of generated utterances with IEMOCAP-like lengths (2-8 s), once alone
-(--batch-seconds 0, the official script's way) and once in length-sorted batches (the
-default, 100 s of padded audio per batch). Prints both times, the speed-up and the
-largest absolute difference between the two feature sets (target: < 1e-4).
-On a GPU it also runs both with TF32 allowed (PyTorch's default for convolutions; the
-extractor switches it off): the price of exactness, and the difference TF32 makes.
+"""dump_feature: batched layer-9 extraction against one utterance at a time (the official
+script's way, --batch-seconds 0) with a random HuBERT-base-size model on generated 2-8 s
+utterances: both times, the speed-up and the largest difference (target < 1e-4). On a GPU
+also both with TF32 allowed (the extractor switches it off): the price of exactness.
 
     python bench/bench_dump_feature.py [--device cpu|cuda] [--utterances 24] [--batch-seconds 100]
 """

@@ -1,12 +1,8 @@
 #!/usr/bin/env python3
-"""learn_kmeans: ours (--backend faiss) against fairseq's installed learn_kmeans.py, side by side.
-
-Both run as the command-line scripts users run, on the same features written in the HuBERT
-recipe's format, and both models are scored with the same inertia (mean squared distance of
-every frame to its nearest centre). The features are a generated Gaussian mixture of
-overlapping clusters (this machine has no real HuBERT features of this size), written once:
-by default 200,000 frames x 768 dims; then one row per cluster count, by default FLEA's
-50, 100 and 150. Targets, at every K: >= 10x faster, inertia no more than 0.5 % worse.
+"""learn_kmeans: ours (tools/learn_kmeans.py --backend faiss) against fairseq's installed
+learn_kmeans.py, both as command-line scripts on the same generated Gaussian-mixture features
+in the HuBERT recipe's format, both models scored by the same inertia (mean squared distance
+to the nearest centre); one row per K. Targets at every K: >= 10x faster, inertia <= +0.5 %.
 
     python bench/bench_learn_kmeans.py [--frames 200000] [--dim 768] [--clusters 50 100 150]
 """

@@ -1,13 +1,9 @@
 #!/usr/bin/env python3
-"""Prediction speed: real-time factor (processing seconds / audio seconds) of a
-HuBERT-base-size emotion classifier (--device cpu or cuda), one utterance at a time and batched.
-
-A randomly initialised ser_attention_classification model (HuBERT base: 12 layers, 768
-dims, GroupNorm first convolution; attention pooling; 4 classes) predicts generated
-utterances with IEMOCAP-like lengths (2-8 s) through EmotionRecognizer.predict_waveforms,
-as tools/predict.py does: once alone (one call per utterance) and once in length-sorted
-batches. Target: RTF <= 0.1 for both. Weights do not change the arithmetic, so a trained
-model runs at the same speed.
+"""Prediction speed: real-time factor (processing s / audio s) of a random HuBERT-base-size
+ser_attention_classification model predicting generated 2-8 s utterances through
+EmotionRecognizer.predict_waveforms (as tools/predict.py), one at a time and in length-sorted
+batches, and batched's speed-up over alone. Target: RTF <= 0.1 both ways (weights do not
+change the arithmetic).
 
     python bench/bench_predict_rtf.py [--device cpu|cuda] [--utterances 12] [--threads 2] [--batch-seconds 60] [--repeats 2]
 """
