@@ -1,4 +1,10 @@
-"""tools/convert_checkpoint.py: encoder-only, HuggingFace -> fairseq, classifier -> inference."""
+"""tools/convert_checkpoint.py: encoder-only, HuggingFace -> fairseq, classifier -> inference;
+one encoder whichever checkpoint kind it arrives in; loading a classifier changes nothing
+process-wide."""
+
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -6,8 +12,9 @@ import torch
 from omegaconf import OmegaConf
 
 import fairseq_flea  # noqa: F401
-from conftest import run_python_tool
-from fairseq_flea.units.layer_features import load_feature_model
+from conftest import REPO_ROOT, run_python_tool
+from fairseq_flea.hubert.conversion import save_fairseq_checkpoint
+from fairseq_flea.units.layer_features import LayerFeatureExtractor, load_feature_model
 from fairseq_flea.hubert.forward import hubert_forward
 from fairseq_flea.inference.recognizer import EmotionRecognizer
 from test_pretraining import build_model_at_update_zero
@@ -54,6 +61,34 @@ def test_encoder_only_checkpoint_gives_the_same_features(encoder_only, scratch_r
         a, _ = hubert_forward(original.hubert, wave, lengths, output_layer=2)
         b, _ = hubert_forward(converted_model.hubert, wave, lengths, output_layer=2)
     assert torch.equal(a, b)
+
+
+def test_a_classifiers_layer_gives_the_features_of_the_same_weights_as_a_hubert_checkpoint(attention_finetune, tmp_path):
+    """tools/dump_feature.py builds both kinds the same way: the classifier's encoder, saved as a
+    plain HuBERT checkpoint, gives bit for bit the same features of each layer."""
+    state = torch.load(attention_finetune[0], map_location="cpu", weights_only=False)
+    w2v_args = state["cfg"]["model"]["w2v_args"]
+    as_hubert = tmp_path / "hubert.pt"
+    save_fairseq_checkpoint(str(as_hubert), {"model": w2v_args["model"], "task": w2v_args["task"]},
+                            {name[len("encoder."):]: t for name, t in state["model"].items() if name.startswith("encoder.")})
+    classifier, hubert = load_feature_model(str(attention_finetune[0])), load_feature_model(str(as_hubert))
+    waves = [torch.randn(20000) * 0.1, torch.randn(13000) * 0.1]
+    for layer in (1, 2):
+        ours = LayerFeatureExtractor(classifier, layer, batch_seconds=10).features(waves)
+        theirs = LayerFeatureExtractor(hubert, layer, batch_seconds=10).features(waves)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs)), layer
+    assert not hasattr(classifier.hubert, "empty_mask_check")  # no fast path: fairseq's own modules
+
+
+def test_a_fine_tuned_checkpoint_loads_without_its_pretraining_checkpoint(attention_finetune, emotion_corpus, tmp_path):
+    state = torch.load(attention_finetune[0], map_location="cpu", weights_only=False)
+    assert state["cfg"]["model"]["w2v_args"]["model"]["_name"] == "hubert"
+    state["cfg"]["model"]["w2v_path"] = str(tmp_path / "moved_away.pt")
+    torch.save(state, tmp_path / "classifier.pt")
+    wav = str(next((emotion_corpus / "wav").glob("test_*.wav")))
+    moved = EmotionRecognizer.load(str(tmp_path / "classifier.pt")).predict_files([wav])[0]
+    original = EmotionRecognizer.load(str(attention_finetune[0])).predict_files([wav])[0]
+    assert np.array_equal(moved.probabilities, original.probabilities)
 
 
 def test_inference_checkpoint_predicts_like_the_fine_tuned_one(attention_finetune, emotion_corpus, tmp_path):
@@ -119,3 +154,46 @@ def test_huggingface_hubert_converts_layer_for_layer(weights_file, tmp_path):
             assert ours.shape == hidden_states[layer].shape
             assert (ours - hidden_states[layer]).abs().max() < 1e-4, layer
     assert OmegaConf.create(torch.load(output, map_location="cpu")["cfg"]).model.encoder_layers == 3
+
+
+PROBE = """
+import json, sys
+import torch
+from torch.utils.data import dataloader
+from fairseq import checkpoint_utils, utils
+
+
+def state():
+    cuda, cudnn = torch.backends.cuda, torch.backends.cudnn
+    return {
+        "sdp": [cuda.cudnn_sdp_enabled(), cuda.flash_sdp_enabled(), cuda.mem_efficient_sdp_enabled(),
+                cuda.math_sdp_enabled()],
+        "tf32": [cudnn.allow_tf32, cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()],
+        "cudnn": [cudnn.enabled, cudnn.benchmark, cudnn.deterministic],
+        "threads": [torch.get_num_threads(), torch.get_num_interop_threads()],
+        "defaults": [str(torch.get_default_dtype()), torch.is_grad_enabled()],
+        "fairseq": [checkpoint_utils.save_checkpoint.__module__, utils.set_torch_seed.__module__],
+        "loader": dataloader._MultiProcessingDataLoaderIter.__init__.__module__,
+    }
+
+
+before = state()
+import fairseq_flea  # noqa: F401
+from fairseq_flea.inference.recognizer import EmotionRecognizer
+
+imported = state()
+recognizer = EmotionRecognizer.load(sys.argv[1], device=torch.device("cpu"))
+loaded = state()
+recognizer.predict_waveforms([torch.randn(16000), torch.randn(24000)])
+print(json.dumps({"before": before, "imported": imported, "loaded": loaded, "predicted": state()}))
+"""
+
+
+def test_loading_and_predicting_leave_torch_and_fairseq_as_they_were(attention_finetune):
+    result = subprocess.run([sys.executable, "-c", PROBE, str(attention_finetune[0])], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    states = json.loads(result.stdout.splitlines()[-1])
+    assert states["before"]["fairseq"] == ["fairseq.checkpoint_utils", "fairseq.utils"]
+    for moment in ("imported", "loaded", "predicted"):
+        assert states[moment] == states["before"], moment

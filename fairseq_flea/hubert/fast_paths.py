@@ -1,23 +1,25 @@
-"""Faster, exact ways through fairseq's HuBERT for training, applied to a built model.
+"""Faster, exact ways through fairseq's HuBERT, applied to a built model by ``use_fast_paths`` as
+the run's ``fast_paths`` names them (``fast_path_names``; the names in brackets below).
 
 Each changes how a result is computed, never what it is (the time masks: never how they are
 distributed), and leaves the weights, their names and the checkpoint format alone, so models
 stay fairseq's own ``hubert``:
 
-- Attention without a padding mask when nothing is padded. fairseq's encoder pads every
+- Attention without a padding mask when nothing is padded (unmasked-attention, and
+  padding-known-on-host for the answer from the host). fairseq's encoder pads every
   sequence to an even number of frames and always passes a key padding mask, which PyTorch's
   scaled-dot-product attention turns into an additive bias; with a bias it cannot use its
   flash kernel. HuBERT pretraining crops each batch to its shortest utterance, so its masks
   are all False: dropping them (and the extra frame) gives the same attention, and lets TAPT
   run the flash kernel once cuDNN's is out of the way (below).
-- Self-attention without PyTorch's general ``multi_head_attention_forward``. fairseq hands
+- Self-attention without PyTorch's general ``multi_head_attention_forward`` (direct-attention). fairseq hands
   every layer's attention to that function, which checks its arguments, concatenates the
   three projection biases and builds an additive mask from the key padding mask, in every
   layer of every step. The direct path makes the same projections and the same
   scaled-dot-product attention call on tensors of the same shapes and strides, so the same
   kernel gives the same numbers bit for bit; the additive mask is built once per batch.
   7 operators fewer per layer, forward and backward, and less Python.
-- Masked-prediction logits by one matrix product. fairseq's ``compute_nce`` compares every
+- Masked-prediction logits by one matrix product (matmul-label-logits). fairseq's ``compute_nce`` compares every
   frame with every label embedding by expanding them into a (labels + 1, frames, dim)
   float32 tensor (1.6 GB for an 80 s batch with 500 labels) and comparing it elementwise;
   here the same cosine similarities come from normalised vectors and one (frames, labels)
@@ -25,7 +27,7 @@ stay fairseq's own ``hubert``:
   HuBERT-base TAPT on an H100: 1.7x the updates per second, peak memory 13.5 -> 3.0 GiB
   (BENCHMARKS.md).
 
-- The positional convolution by FFT. HuBERT base's ``Conv1d(768, 768, 128, groups=16)`` ran
+- The positional convolution by FFT (fft-positional-conv, fast-fft-sizes). HuBERT base's ``Conv1d(768, 768, 128, groups=16)`` ran
   on cuDNN's generic kernels: 33 of 74 ms of kernel time in a TAPT step on an H100, for ~3 %
   of the step's FLOPs. As a product of Fourier transforms it needs ~50x fewer FLOPs; it is
   computed in float32 whatever the model's dtype, and matches the convolution to float32
@@ -36,7 +38,7 @@ stay fairseq's own ``hubert``:
   fp16 input to float32 and back around PyTorch's GELU, which computes in float32 anyway.
 - Time masks drawn on the device for the whole batch (``time_masks.py``): the same random
   procedure as fairseq's per-utterance numpy loop, without its waits for the GPU.
-- Attention without PyTorch's cuDNN kernel (flash, or memory-efficient where a padding mask
+- Attention without PyTorch's cuDNN kernel, inside the model's forward only (no-cudnn-attention; flash, or memory-efficient where a padding mask
   remains, run instead; the same attention). torch 2.11 prefers cuDNN's kernel on Hopper,
   which builds a graph for every new batch shape on the CPU while the GPU waits.
 
@@ -231,7 +233,7 @@ def fast_fft_size(length: int) -> int:
     sizes cuFFT documents as fastest and PyTorch's CPU FFT also runs on its direct kernels.
     A size with a larger prime factor (a batch of 1031 frames pads to 1159 = 19 x 61) takes
     a slower path: on the development CPU, at HuBERT base's width, the transforms took 6-17x
-    as long and the whole convolution 1.2-1.4x (bench/bench_positional_conv.py)."""
+    as long and the whole convolution 1.2-1.4x (BENCHMARKS.md, "Decided studies")."""
     size = length
     while True:
         rest = size

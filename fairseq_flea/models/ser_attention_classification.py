@@ -17,13 +17,19 @@ import torch
 import torch.nn as nn
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import BaseFairseqModel, register_model
-from omegaconf import II, MISSING, open_dict
+from omegaconf import II, MISSING, OmegaConf, open_dict
 
-from fairseq_flea.hubert.encoder import build_hubert_encoder, check_normalize_matches, load_hubert_encoder_source
+from fairseq_flea.hubert.encoder import (
+    HubertEncoderSource,
+    build_hubert_encoder,
+    check_normalize_matches,
+    load_hubert_encoder_source,
+)
 from fairseq_flea.hubert.fast_path_names import HELP as FAST_PATHS_HELP
 from fairseq_flea.hubert.fast_path_names import parse_fast_paths
 from fairseq_flea.hubert.fast_paths import use_fast_paths
 from fairseq_flea.hubert.forward import hubert_forward
+from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.models.pooling import build_pooling
 
 logger = logging.getLogger(__name__)
@@ -55,6 +61,21 @@ class SerClassificationConfig(FairseqDataclass):
     mask_channel_prob: float = 0.0
     mask_channel_length: int = 10
     fast_paths: str = field(default="all", metadata={"help": FAST_PATHS_HELP})
+
+
+ENCODER_PREFIX = "encoder."
+
+
+def classifier_encoder_source(path: str, state: Dict[str, Any]) -> HubertEncoderSource:
+    """The HuBERT encoder inside a fine-tuned classifier's checkpoint ``state``: its
+    pretraining config (``model.w2v_args``) and its weights, named as in a HuBERT checkpoint."""
+    weights = {name[len(ENCODER_PREFIX):]: tensor for name, tensor in state["model"].items()
+               if name.startswith(ENCODER_PREFIX)}
+    config = state["cfg"]["model"]["w2v_args"]
+    if config is None:
+        raise FleaInputError(f"{path}: the classifier's checkpoint holds no encoder config (model.w2v_args); "
+                             f"fine-tune it again with this version of fairseq_flea")
+    return HubertEncoderSource(path=path, config=OmegaConf.create(config), weights=weights)
 
 
 ENCODER_OVERRIDES = (

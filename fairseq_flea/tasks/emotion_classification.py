@@ -9,7 +9,7 @@ from typing import Optional, Tuple
 from fairseq.data import Dictionary
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, open_dict
 
 from fairseq_flea.tasks.classification_data import class_names, load_classification_split, load_label_dictionary
 from fairseq_flea.tasks.training_paths import FastPathsTask, fast_paths_of, model_with_fast_paths
@@ -58,7 +58,14 @@ class EmotionClassificationTask(FastPathsTask, FairseqTask):
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         self.fast_paths = fast_paths_of(cfg.get("fast_paths", "all"), "model.fast_paths")
-        return model_with_fast_paths(super().build_model(cfg, from_checkpoint), self.fast_paths)
+        model = super().build_model(cfg, from_checkpoint)
+        # fairseq builds the model from a copy of ``cfg`` and saves ``cfg`` itself in checkpoints:
+        # the encoder's pretraining config the model filled in must reach it, or a fine-tuned
+        # checkpoint would need its w2v_path to load.
+        if cfg.get("w2v_args", None) is None and getattr(model.cfg, "w2v_args", None) is not None:
+            with open_dict(cfg):
+                cfg.w2v_args = model.cfg.w2v_args
+        return model_with_fast_paths(model, self.fast_paths)
 
     def load_target_dictionary(self) -> Dictionary:
         return load_label_dictionary(os.path.join(self.cfg.data, f"dict.{self.cfg.labels}.txt"))

@@ -28,7 +28,7 @@ from fairseq_flea.hubert.forward import (
     pad_waveforms,
     unpad_frames,
 )
-from fairseq_flea.models.ser_attention_classification import CLASSIFIER_MODEL
+from fairseq_flea.models.ser_attention_classification import CLASSIFIER_MODEL, classifier_encoder_source
 from fairseq_flea.units.shards import UtteranceFeatures, write_feature_shard
 
 logger = logging.getLogger(__name__)
@@ -50,24 +50,24 @@ def default_batch_seconds(device: torch.device) -> float:
 
 def load_feature_model(checkpoint_path: str, device: Optional[torch.device] = None) -> FeatureModel:
     """The HuBERT encoder of a checkpoint, ready for inference: a HuBERT pretraining
-    checkpoint (fairseq's, ours, or an encoder-only conversion) or a fine-tuned classifier."""
+    checkpoint (fairseq's, ours, or an encoder-only conversion) or a fine-tuned classifier.
+    Either way it is built as fairseq's own ``HubertModel`` with no fast path, so the same layer
+    of the same weights gives the same features, as fairseq's dump_hubert_feature.py computes
+    them (through the padding-safe forward)."""
     state = load_checkpoint_state(checkpoint_path)
     model_name = checkpoint_model_name(state)
     if model_name == "hubert":
         source = load_hubert_encoder_source(checkpoint_path, state)
-        hubert = build_hubert_encoder(source.config, {})
-        source.load_into(hubert)
-        task_cfg = source.config.task
     elif model_name == CLASSIFIER_MODEL:
-        from fairseq import checkpoint_utils
-
-        models, cfg, _ = checkpoint_utils.load_model_ensemble_and_task([checkpoint_path], state=state)
-        hubert, task_cfg = models[0].encoder, cfg.task
+        source = classifier_encoder_source(checkpoint_path, state)
     else:
         raise FleaInputError(
             f"{checkpoint_path}: checkpoint of an unknown kind (model {model_name or 'unknown'!r}); "
             f"expected a HuBERT pretraining checkpoint ('hubert') or a fine-tuned {CLASSIFIER_MODEL!r}"
         )
+    hubert = build_hubert_encoder(source.config, {})
+    source.load_into(hubert)
+    task_cfg = source.config.task
     device = device or default_device()
     return FeatureModel(
         checkpoint_path=checkpoint_path,
