@@ -120,7 +120,7 @@ def test_non_finite_features_are_neither_clustered_nor_labelled(tmp_path):
     features = np.random.default_rng(0).standard_normal((64, 4)).astype(np.float32)
     features[10, 2] = np.nan
     shard = write_feature_shard(tmp_path / "features", features)
-    result = run_python_tool("learn_kmeans.py", shard, "train", 1, tmp_path / "km.bin", 4)
+    result = run_python_tool("learn_kmeans.py", shard, "train", 1, tmp_path / "km.bin", 4, "--backend", "sklearn")
     assert_clean_failure(result, "1 frames hold NaN or infinite values")
     # faiss reads a sample (here every frame) and names the frame's row in its shard
     result = run_python_tool("learn_kmeans.py", shard, "train", 1, tmp_path / "km.bin", 4, "--backend", "faiss")
