@@ -17,6 +17,7 @@ LAYERS = [
     {"tasks", "models", "criterions"},
     {"units"},
     {"inference"},
+    {"export"},
     {"evaluation"},
     {"recipe"},
     {"demo"},

@@ -1,0 +1,93 @@
+"""tools/export_model.py: the classifier outside fairseq, with fairseq's probabilities."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fairseq_flea  # noqa: F401
+from conftest import run_python_tool
+from fairseq_flea.inference.recognizer import EmotionRecognizer
+
+pytest.importorskip("transformers")
+
+
+def held_out_waveforms():
+    """Two tone-like utterances of different lengths, not in any training split."""
+    rng = np.random.default_rng(7)
+    t1, t2 = np.arange(16000) / 16000, np.arange(27200) / 16000
+    return [
+        (0.3 * np.sin(2 * np.pi * 220 * t1) + 0.01 * rng.standard_normal(t1.size)).astype(np.float32),
+        (0.2 * np.sin(2 * np.pi * 440 * t2) + 0.01 * rng.standard_normal(t2.size)).astype(np.float32),
+    ]
+
+
+def fairseq_probabilities(checkpoint, waveforms):
+    recognizer = EmotionRecognizer.load(str(checkpoint), device=torch.device("cpu"))
+    return recognizer, [p.probabilities for p in recognizer.predict_waveforms(waveforms)]
+
+
+@pytest.fixture(scope="module", params=["attention", "mean"])
+def exported(request, tmp_path_factory):
+    checkpoint = request.getfixturevalue(f"{request.param}_finetune")[0]
+    out_dir = tmp_path_factory.mktemp(f"hf_{request.param}") / "model"
+    result = run_python_tool("export_model.py", "huggingface", checkpoint, out_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return request.param, checkpoint, out_dir
+
+
+def test_huggingface_export_writes_an_offline_transformers_directory(exported):
+    pooling, checkpoint, out_dir = exported
+    recognizer = EmotionRecognizer.load(str(checkpoint), device=torch.device("cpu"))
+    config = json.loads((out_dir / "config.json").read_text())
+    assert config["num_labels"] == len(recognizer.class_names)
+    assert [config["id2label"][str(i)] for i in range(config["num_labels"])] == recognizer.class_names
+    assert config["label2id"] == {name: i for i, name in enumerate(recognizer.class_names)}
+    assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_flea_hubert.FleaHubertForAudioClassification"
+    assert config["pooling"] == pooling
+    preprocessor = json.loads((out_dir / "preprocessor_config.json").read_text())
+    assert preprocessor["do_normalize"] is recognizer.normalize and preprocessor["return_attention_mask"] is True
+    assert (out_dir / "model.safetensors").exists() and (out_dir / "modeling_flea_hubert.py").exists()
+    card = (out_dir / "README.md").read_text()
+    assert all(name in card for name in recognizer.class_names) and "tools/export_model.py huggingface" in card
+
+
+def test_huggingface_model_gives_fairseqs_probabilities_alone_and_padded(exported):
+    from fairseq_flea.export.huggingface import import_transformers
+
+    pooling, checkpoint, out_dir = exported
+    transformers = import_transformers()
+    waveforms = held_out_waveforms()
+    _, expected = fairseq_probabilities(checkpoint, waveforms)
+    model = transformers.AutoModelForAudioClassification.from_pretrained(str(out_dir), trust_remote_code=True).eval()
+    extractor = transformers.AutoFeatureExtractor.from_pretrained(str(out_dir))
+    with torch.no_grad():
+        for waveform, probabilities in zip(waveforms, expected):  # alone
+            inputs = extractor(waveform, sampling_rate=16000, return_tensors="pt")
+            alone = torch.softmax(model(**inputs).logits, -1)[0].numpy()
+            assert np.abs(alone - probabilities).max() < 1e-4
+        batch = extractor(waveforms, sampling_rate=16000, return_tensors="pt", padding=True)
+        assert batch["attention_mask"].shape == (2, 27200)
+        output = model(**batch)
+        padded = torch.softmax(output.logits, -1).numpy()
+    assert np.abs(padded - np.stack(expected)).max() < 1e-4
+    # the frame view: logits are the pooling-weighted sum of the frame logits
+    summed = torch.einsum("bt,btc->bc", output.frame_weights, output.frame_logits)
+    assert (summed - output.logits).abs().max() < 1e-4
+
+    classify = transformers.pipeline("audio-classification", model=str(out_dir), trust_remote_code=True)
+    scores = {row["label"]: row["score"] for row in classify(waveforms[1], top_k=None)}
+    recognizer_names = json.loads((out_dir / "config.json").read_text())["id2label"]
+    for index, probability in enumerate(expected[1]):
+        assert abs(scores[recognizer_names[str(index)]] - probability) < 1e-4
+
+
+def test_export_refuses_a_checkpoint_that_is_not_a_classifier_and_an_existing_output(scratch_run, attention_finetune, tmp_path):
+    result = run_python_tool("export_model.py", "huggingface", scratch_run[0], tmp_path / "out")
+    assert result.returncode == 1 and "not an emotion classifier" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").mkdir()
+    result = run_python_tool("export_model.py", "huggingface", attention_finetune[0], tmp_path / "taken")
+    assert result.returncode == 1 and "already exists" in result.stderr and "Traceback" not in result.stderr
