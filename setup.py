@@ -35,6 +35,11 @@ setup(
     extras_require={
         # transformers only to build a HuggingFace HuBERT that the converter's test reads;
         # speechbrain for its own EDER (speechbrain/utils/EDER.py), the frame-level tests' reference
-        "test": ["pytest", "pytest-xdist", "transformers", "speechbrain"],
+        # onnx, onnxruntime (and onnxscript, torch.onnx's dynamo exporter): tools/export_model.py onnx and its tests
+        "test": ["pytest", "pytest-xdist", "transformers", "speechbrain", "onnx", "onnxruntime", "onnxscript"],
+        # tools/export_model.py huggingface
+        "huggingface": ["transformers"],
+        # tools/export_model.py onnx (exporting needs torch and transformers; running the .onnx, onnxruntime alone)
+        "onnx": ["onnx", "onnxruntime", "onnxscript", "transformers"],
     },
 )

@@ -91,3 +91,72 @@ def test_export_refuses_a_checkpoint_that_is_not_a_classifier_and_an_existing_ou
     (tmp_path / "taken").mkdir()
     result = run_python_tool("export_model.py", "huggingface", attention_finetune[0], tmp_path / "taken")
     assert result.returncode == 1 and "already exists" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module", params=["attention", "mean"])
+def onnx_exported(request, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    checkpoint = request.getfixturevalue(f"{request.param}_finetune")[0]
+    path = tmp_path_factory.mktemp(f"onnx_{request.param}") / "model.onnx"
+    extra = ["--int8"] if request.param == "attention" else []
+    result = run_python_tool("export_model.py", "onnx", checkpoint, path, *extra, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return request.param, checkpoint, path, result.stdout
+
+
+def test_onnx_export_prints_its_check_and_has_dynamic_axes_and_our_metadata(onnx_exported):
+    import onnx
+
+    pooling, checkpoint, path, stdout = onnx_exported
+    assert "max probability difference" in stdout and "padded in one batch" in stdout
+    model = onnx.load(str(path))
+    assert max(op.version for op in model.opset_import if op.domain in ("", "ai.onnx")) >= 17
+    assert [i.name for i in model.graph.input] == ["waveform", "lengths"]
+    assert [o.name for o in model.graph.output] == ["logits", "frame_weights", "frame_logits"]
+    waveform_dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert all(dim.dim_param for dim in waveform_dims)  # batch and time are dynamic
+    meta = {entry.key: entry.value for entry in model.metadata_props}
+    recognizer = EmotionRecognizer.load(str(checkpoint), device=torch.device("cpu"))
+    assert meta["flea.format"].startswith("fairseq-flea-classifier/")
+    assert json.loads(meta["flea.class_names"]) == recognizer.class_names and meta["flea.pooling"] == pooling
+    if pooling == "attention":
+        assert "int8: argmax agreement" in stdout and "largest probability change" in stdout
+        kept = "wrote " + str(path).replace(".onnx", ".int8.onnx") in stdout
+        assert kept == path.with_name("model.int8.onnx").exists()
+
+
+def test_onnxruntime_gives_fairseqs_outputs_alone_and_padded(onnx_exported):
+    import onnxruntime
+
+    from fairseq_flea.export.onnx_export import pad, softmax
+
+    _, checkpoint, path, _ = onnx_exported
+    waveforms = held_out_waveforms()
+    recognizer = EmotionRecognizer.load(str(checkpoint), device=torch.device("cpu"))
+    expected = recognizer.predict_waveforms(waveforms)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for waveform, prediction in zip(waveforms, expected):
+        logits, weights, frame_logits = session.run(None, {"waveform": waveform[None], "lengths": np.array([len(waveform)])})
+        assert np.abs(softmax(logits[0]) - prediction.probabilities).max() < 1e-4
+    batch, lengths = pad(waveforms)
+    logits, weights, frame_logits = session.run(None, {"waveform": batch, "lengths": lengths})
+    for row, prediction in enumerate(expected):
+        frames = len(prediction.frame_weights)
+        assert np.abs(softmax(logits[row]) - prediction.probabilities).max() < 1e-4
+        assert np.abs(weights[row][:frames] - prediction.frame_weights).max() < 1e-5
+        assert np.abs(weights[row][frames:]).max(initial=0) == 0
+        assert np.abs(frame_logits[row][:frames] - prediction.frame_logits).max() < 1e-3
+
+
+def test_onnx_export_refuses_an_existing_output_and_a_graph_that_disagrees(attention_finetune, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from fairseq_flea.export import onnx_export
+    from fairseq_flea.io.errors import FleaInputError
+
+    (tmp_path / "taken.onnx").write_bytes(b"")
+    result = run_python_tool("export_model.py", "onnx", attention_finetune[0], tmp_path / "taken.onnx")
+    assert result.returncode == 1 and "already exists" in result.stderr and "Traceback" not in result.stderr
+    monkeypatch.setattr(onnx_export, "TOLERANCE", -1.0)  # any difference is too large
+    with pytest.raises(FleaInputError, match="not written"):
+        onnx_export.export_onnx(str(attention_finetune[0]), str(tmp_path / "new.onnx"))
+    assert not list(tmp_path.glob("new.onnx*"))
