@@ -19,6 +19,7 @@ from fairseq_flea.corpus.demo_corpus import CLASSES, SAMPLE_RATE, SPLITS, write_
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.corpus.leakage import check_no_leakage
 from fairseq_flea.io.manifest import read_label_lines, read_manifest
+from fairseq_flea.io.spans import match_spans, read_spans
 
 UTTERANCES_PER_SPEAKER = 20
 PARTIAL_FRACTION = 0.3
@@ -127,7 +128,7 @@ def test_same_seed_same_bytes_other_seed_other_audio(tmp_path):
         write_demo_corpus(str(tmp_path / name), seed=seed, utterances_per_speaker=4)
         runs[name] = digest_of_files(tmp_path / name)
     assert runs["first"] == runs["again"]
-    assert len(runs["first"]) == 8 * 4 + 2 + 3 * 2 + 1  # wavs, 2 CSVs, {split}.{emo,spk}, dict
+    assert len(runs["first"]) == 8 * 4 + 2 + 1 + 3 * 2 + 1  # wavs, 2 CSVs, spans.json, {split}.{emo,spk}, dict
     for split in SPLITS:  # their first line is the absolute audio root
         assert manifest_lines_without_root(tmp_path / "first/manifests" / f"{split}.tsv") == (
             manifest_lines_without_root(tmp_path / "again/manifests" / f"{split}.tsv")
@@ -237,6 +238,22 @@ def test_partial_utterances_carry_the_emotion_inside_their_span_only(corpus):
     # lower (measured: +6.2 dB and +0.12 in log F0; -4.9 dB and -0.16).
     assert np.mean(level_shift_db["ang"]) > 2.0 and np.mean(level_shift_db["sad"]) < -2.0
     assert np.mean(pitch_shift["ang"]) > 0.05 and np.mean(pitch_shift["sad"]) < -0.05
+
+
+def test_spans_json_holds_the_metadata_spans_in_zed_format(corpus):
+    """spans.json: one ZED-style entry per utterance, its span that of metadata.csv, read back
+    by the spans reader evaluate.py --spans uses and matched to the test split by file name."""
+    rows = read_metadata(corpus)
+    spans = read_spans(str(corpus / "spans.json"))
+    assert len(spans) == len(rows)
+    for row in rows:
+        entry = spans[Path(row["path"]).stem]
+        assert entry.wav == row["path"] and abs(entry.duration - float(row["duration"])) < 1e-4
+        assert [(e.emo, round(e.start, 4), round(e.end, 4)) for e in entry.events] == [
+            (row["label"], float(row["emotion_start"]), float(row["emotion_end"]))]
+    test = read_manifest(str(corpus / "manifests" / "test.tsv"))
+    matched = match_spans(spans, test.names, [n / SAMPLE_RATE for n in test.num_samples], "spans.json", every_entry=False)
+    assert len(matched) == len(test) == UTTERANCES_PER_SPEAKER
 
 
 def test_too_few_utterances_per_speaker_is_an_input_error(tmp_path):

@@ -67,7 +67,7 @@ def test_api_and_cli_agree(attention_finetune, recognizer, emotion_corpus, tmp_p
         assert entry["duration"] == read_manifest(str(emotion_corpus / "test.tsv")).num_samples[paths.index(entry["file"])] / 16000
         assert_segments_tile(entry["segments"], entry["duration"], recognizer.class_names)
     assert document["frame_seconds"] == 0.02 and document["receptive_field_seconds"] == 0.025
-    assert document["segment_options"] == {"median_frames": 5, "min_segment_seconds": 0.2, "single_span": False}
+    assert document["segment_options"] == {"median_frames": 5, "min_segment_seconds": 0.3, "single_span": False}
     predicted = {p.path: p.predicted_class for p in api}
     assert len(set(predicted.values())) > 1  # a model that always says the same would agree trivially
 

@@ -5,8 +5,9 @@
 
 Writes OUT_DIR/wav/<speaker>/*.wav, OUT_DIR/metadata.csv (label, speaker, session, split,
 emotional span, duration, sentence), OUT_DIR/corpus.csv (path,label,speaker,group for
-tools/prepare_corpus.py) and the demo split's manifests in OUT_DIR/manifests. The same
-seed writes the same bytes.
+tools/prepare_corpus.py), OUT_DIR/spans.json (the emotional spans in SpeechBrain's ZED
+format, for tools/evaluate.py --spans) and the demo split's manifests in OUT_DIR/manifests.
+The same seed writes the same bytes.
 """
 
 import argparse

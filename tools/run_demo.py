@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The whole FLEA pipeline on a generated emotional-speech corpus, on CPU (what `make demo` runs).
-Outputs under WORK_DIR (default demo/): demo_results.md, the confusion matrices under
-recipe/fold4/.../eval_test/ and attention_*.png. Re-running reuses finished steps."""
+Outputs under WORK_DIR (default demo/): demo_results.md (UA, WA, EDER and attention in span
+per phase), the confusion matrices under recipe/fold4/.../eval_test/, the frame-level scores
+and segments under .../eval_test_spans/ and attention_*.png. Re-running reuses finished steps."""
 
 import argparse
 
@@ -21,7 +22,8 @@ def main() -> None:
     print("\nFLEA demo (a generated toy corpus, not IEMOCAP): test speaker of the held-out session\n")
     print(table)
     print(f"confusion matrices: {demo.recipe.work}/fold4/FM/*/eval_test/confusion.png and .../FM/L*_K*/*/eval_test/")
-    print(f"attention over time of partial utterances: {demo.work}/attention_*.png")
+    print(f"EDER, attention in span and each utterance's segments: {demo.recipe.work}/fold4/FM/.../eval_test_spans/")
+    print(f"attention over time of partial utterances, their known span shaded: {demo.work}/attention_*.png")
 
 
 if __name__ == "__main__":

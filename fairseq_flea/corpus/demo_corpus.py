@@ -12,7 +12,8 @@ Some non-neutral utterances are *partial*: only a contiguous run of syllables ca
 emotion and the rest is spoken neutrally, the situation that motivates frame-level
 alignment. Every utterance records its emotional span (``emotion_start``/``emotion_end``
 in seconds): the part spoken in the style of its label. For neutral and fully emotional
-utterances that is the whole utterance.
+utterances that is the whole utterance. ``spans.json`` holds the same spans in the format of
+SpeechBrain's ZED recipe, for ``tools/evaluate.py --spans`` (EDER, attention in span).
 
 Eight speakers (four female-like, four male-like, each with its own base pitch, speaking
 rate and formant scale) in four IEMOCAP-like sessions of one female and one male speaker.
@@ -22,6 +23,7 @@ is test, the other sessions train.
 
 import csv
 import io
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ METADATA_COLUMNS = (
     "emotion_start", "emotion_end", "duration", "sentence",
 )
 CORPUS_COLUMNS = ("path", "label", "speaker", "group")
+SPANS_FILE = "spans.json"
 
 # F1-F3 in Hz of an adult male voice (Peterson & Barney); female-like speakers scale them up.
 VOWEL_FORMANTS: Dict[str, Tuple[float, float, float]] = {
@@ -311,7 +314,7 @@ def write_demo_corpus(
     utterances_per_speaker: int = DEFAULT_UTTERANCES_PER_SPEAKER,
     partial_fraction: float = DEFAULT_PARTIAL_FRACTION,
 ) -> List[DemoUtterance]:
-    """Write wavs, metadata.csv, corpus.csv and the demo split's manifests; the same seed, the same bytes.
+    """Write wavs, metadata.csv, corpus.csv, spans.json and the demo split's manifests; the same seed, the same bytes.
 
     Utterance i of a speaker is class i mod 4 and sentence (i div 4) mod 6, so every class
     speaks every sentence equally often. Each utterance draws from its own random stream,
@@ -375,7 +378,8 @@ def csv_text(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def write_metadata(out_dir: str, utterances: Sequence[DemoUtterance]) -> None:
-    """``metadata.csv`` (everything, spans included) and ``corpus.csv`` for tools/prepare_corpus.py.
+    """``metadata.csv`` (everything, spans included), ``corpus.csv`` for tools/prepare_corpus.py
+    and ``spans.json`` (ZED-style spans) for tools/evaluate.py --spans.
 
     corpus.csv's group is the session: prepare_corpus.py leaves one group out per fold and
     needs two speakers in it, one to validate and one to test. Its fold 4 is the demo split.
@@ -395,6 +399,21 @@ def write_metadata(out_dir: str, utterances: Sequence[DemoUtterance]) -> None:
         os.path.join(out_dir, "corpus.csv"),
         csv_text(CORPUS_COLUMNS, [[u.path, u.label, u.speaker, u.group] for u in utterances]),
     )
+    write_text_atomically(os.path.join(out_dir, SPANS_FILE), json.dumps(spans_document(utterances), indent=1) + "\n")
+
+
+def spans_document(utterances: Sequence[DemoUtterance]) -> Dict[str, Dict[str, object]]:
+    """Every utterance's emotional span as SpeechBrain's ZED recipe writes them: ``{utt_id:
+    {"wav", "duration", "emotion": [{"emo", "start", "end"}]}}``, the wav relative to the
+    corpus directory; neutral and fully emotional utterances span the whole file."""
+    return {
+        os.path.splitext(os.path.basename(u.path))[0]: {
+            "wav": u.path,
+            "duration": round(u.duration, 6),
+            "emotion": [{"emo": u.label, "start": round(u.emotion_start, 6), "end": round(u.emotion_end, 6)}],
+        }
+        for u in utterances
+    }
 
 
 def write_demo_manifests(manifest_dir: str, audio_root: str, utterances: Sequence[DemoUtterance]) -> None:

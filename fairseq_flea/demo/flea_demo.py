@@ -9,7 +9,9 @@ No IEMOCAP and no released HuBERT are on a fresh machine, so the demo
 4. runs the recipe's stages 1-5 on fold 4 with the tiny configs (TAPT, mean-pooling
    fine-tuning, pseudo-emotion labels, CPT, FLEA fine-tuning with both poolings,
    evaluation on the test speaker),
-5. prints UA/WA per phase and draws the attention over time of partial utterances.
+5. prints UA/WA per phase, and EDER and attention in span against the corpus's known
+   emotional spans (``spans.json``), and draws the attention over time of partial
+   utterances with their known span shaded and the predicted emotion segments.
 Every step is skipped when its output is complete, so a second run reuses them.
 """
 
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 DEMO_FOLD = 4
 DEMO_DIRECTION = "FM"  # the demo split: one speaker direction keeps `make demo` short
+FRAME_LEVEL_DIR = "eval_test_spans"  # beside each model's eval_test: the scores against the known spans
 # hubert_tiny.yaml's model section at HuBERT base size (fairseq's hubert_base_librispeech.yaml).
 HUBERT_BASE_ARCHITECTURE = (
     "model.conv_feature_layers='[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2'",
@@ -83,6 +86,7 @@ class FleaDemo:
         self.train_stand_in()
         self.recipe.cfg.stage = 1
         self.recipe.run(LocalLauncher(visible_devices(), cpu_jobs=1, log_dir=os.path.join(self.recipe.work, "logs")))
+        self.evaluate_frame_level()
         table = self.phase_table()
         self.plot_partial_utterances()
         return table
@@ -125,39 +129,71 @@ class FleaDemo:
             "FLEA, attention pooling": os.path.join(grid, "attention"),
         }
 
+    @property
+    def spans_path(self) -> str:
+        from fairseq_flea.corpus.demo_corpus import SPANS_FILE
+
+        return os.path.join(self.corpus, SPANS_FILE)
+
+    def evaluate_frame_level(self) -> None:
+        """Each phase's model on the test speaker against the known spans: ``eval_test_spans/``
+        beside the recipe's ``eval_test/`` (results.json with EDER, attention in span; segments.json)."""
+        from fairseq_flea.evaluation.evaluate import evaluate_split
+
+        data = self.recipe.direction_data(DEMO_FOLD, DEMO_DIRECTION)
+        for phase, model_dir in self.model_dirs().items():
+            out_dir = os.path.join(model_dir, FRAME_LEVEL_DIR)
+            run_step(5, f"frame-level evaluation of {phase}", out_dir, partial(
+                evaluate_split, os.path.join(model_dir, "checkpoint_best.pt"), data, "test", out_dir,
+                spans_path=self.spans_path, spans_of_other_utterances=True))
+
     def phase_table(self) -> str:
-        lines = ["| phase | UA (%) | WA (%) | test utterances |", "|---|---|---|---|"]
+        lines = ["| phase | UA (%) | WA (%) | test utterances | EDER (%) | attention in span (uniform) |",
+                 "|---|---|---|---|---|---|"]
         for phase, model_dir in self.model_dirs().items():
             with open(os.path.join(model_dir, "eval_test", "results.json")) as results_file:
                 results = json.load(results_file)
-            lines.append(f"| {phase} | {100 * results['ua']:.1f} | {100 * results['wa']:.1f} | {results['n']} |")
+            with open(os.path.join(model_dir, FRAME_LEVEL_DIR, "results.json")) as results_file:
+                frames = json.load(results_file)
+            in_span = ("–" if frames["attention_in_span"] is None else
+                       f"{frames['attention_in_span']:.2f} ({frames['uniform_in_span']:.2f}, "
+                       f"{frames['partial_span_utterances']} partial)")
+            lines.append(f"| {phase} | {100 * results['ua']:.1f} | {100 * results['wa']:.1f} | {results['n']} "
+                         f"| {100 * frames['eder']:.1f} | {in_span} |")
         table = "\n".join(lines) + "\n"
         with open(os.path.join(self.work, "demo_results.md"), "w") as table_file:
             table_file.write(table)
         return table
 
     def plot_partial_utterances(self, count: int = 2) -> List[str]:
-        """Attention over time for the test speaker's partial utterances (emotion in one span only)."""
-        from fairseq_flea.io.audio import read_mono_audio
+        """Attention over time for the test speaker's partial utterances (emotion in one span
+        only), the known span shaded, with the predicted segments and the utterance's EDER."""
         from fairseq_flea.inference.recognizer import EmotionRecognizer
-        from fairseq_flea.io.frames import FRAME_SECONDS
-        from fairseq_flea.io.plots import plot_attention_over_time
+        from fairseq_flea.inference.report import plot_recording, recording_segments
+        from fairseq_flea.inference.segments import SegmentOptions, neutral_class
+        from fairseq_flea.io.spans import read_spans
 
         with open(os.path.join(self.corpus, "metadata.csv")) as metadata_file:
             rows = [row for row in csv.DictReader(metadata_file)
                     if row["split"] == "test" and float(row["emotion_end"]) - float(row["emotion_start"]) < float(row["duration"]) - 0.01]
+        spans = read_spans(self.spans_path)
         attention_dir = self.model_dirs()["FLEA, attention pooling"]
+        with open(os.path.join(attention_dir, FRAME_LEVEL_DIR, "segments.json")) as segments_file:
+            scored = json.load(segments_file)
         recognizer = EmotionRecognizer.load(os.path.join(attention_dir, "checkpoint_best.pt"))
         written = []
         for row in rows[:count]:
-            waveform = read_mono_audio(os.path.join(self.corpus, row["path"]), recognizer.sample_rate)
-            prediction = recognizer.predict_waveforms([waveform])[0]
-            path = os.path.join(self.work, f"attention_{os.path.splitext(os.path.basename(row['path']))[0]}.png")
-            plot_attention_over_time(
-                path, waveform, recognizer.sample_rate, prediction.frame_weights, FRAME_SECONDS,
-                dict(zip(recognizer.class_names, prediction.probabilities.tolist())),
-                f"{row['path']}: true {row['label']}, emotional span "
-                f"{float(row['emotion_start']):.2f}-{float(row['emotion_end']):.2f} s of {float(row['duration']):.2f} s",
+            utterance = os.path.splitext(os.path.basename(row["path"]))[0]
+            prediction = recognizer.predict_recording(os.path.join(self.corpus, row["path"]))
+            segments = recording_segments(recognizer, prediction, SegmentOptions(), neutral_class(recognizer.class_names))
+            score = scored[utterance]
+            path = os.path.join(self.work, f"attention_{utterance}.png")
+            plot_recording(
+                recognizer, prediction, path, segments, spans[utterance],
+                title=f"{row['path']}: true {row['label']}, emotional span (shaded) "
+                f"{float(row['emotion_start']):.2f}-{float(row['emotion_end']):.2f} s of {float(row['duration']):.2f} s\n"
+                f"EDER {100 * score['eder']:.1f} %, attention in span {score['attention_in_span']:.2f} "
+                f"(uniform {score['uniform_in_span']:.2f})",
             )
             written.append(path)
         return written

@@ -115,7 +115,8 @@ def summarise_frame_scores(scores: Sequence[UtteranceFrameScores]) -> Dict[str, 
         "frame_accuracy": mean(s.frame_accuracy for s in scores),
         "attention_in_span": mean(s.attention_in_span for s in partial) if partial else None,
         "uniform_in_span": mean(s.uniform_in_span for s in partial) if partial else None,
-        "attention_above_uniform": sum(s.attention_in_span > s.uniform_in_span for s in partial) if partial else None,
+        # Mean pooling's weights are uniform: rounding must not count as winning.
+        "attention_above_uniform": sum(s.attention_in_span > s.uniform_in_span + 1e-9 for s in partial) if partial else None,
         "span_utterances": len(scores),
         "partial_span_utterances": len(partial),
     }

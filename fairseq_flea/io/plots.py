@@ -101,6 +101,7 @@ def draw_waveform(axis, waveform: np.ndarray, sample_rate: int, columns: int = 2
     if per_column < 4:
         axis.plot(np.arange(len(waveform)) / sample_rate, waveform, linewidth=0.4, color="tab:blue")
     else:
+        columns = len(waveform) // per_column  # what is left over is shorter than one column
         blocks = waveform[: per_column * columns].reshape(columns, per_column)
         times = (np.arange(columns) + 0.5) * per_column / sample_rate
         axis.fill_between(times, blocks.min(axis=1), blocks.max(axis=1), color="tab:blue", linewidth=0)
