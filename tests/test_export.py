@@ -93,6 +93,45 @@ def test_export_refuses_a_checkpoint_that_is_not_a_classifier_and_an_existing_ou
     assert result.returncode == 1 and "already exists" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_mean_pooling_on_a_layer_norm_encoder_is_stock_transformers_and_exact(mean_finetune, tmp_path):
+    """No GroupNorm over time, mean pooling: HubertForSequenceClassification, no custom code."""
+    from omegaconf import OmegaConf
+
+    from fairseq_flea.export.huggingface import import_transformers
+    from fairseq_flea.hubert.checkpoints import load_checkpoint_state
+    from fairseq_flea.hubert.encoder import build_hubert_encoder
+
+    state = load_checkpoint_state(str(mean_finetune[0]))
+    cfg = OmegaConf.create(OmegaConf.to_container(state["cfg"]))
+    cfg.model.w2v_args.model.extractor_mode = "layer_norm"
+    torch.manual_seed(0)
+    encoder = build_hubert_encoder(cfg.model.w2v_args, {})
+    for parameter in encoder.parameters():  # layer norms away from the identity
+        if parameter.dim() == 1:
+            parameter.data += 0.1 * torch.randn_like(parameter)
+    state["model"] = {**{k: v for k, v in state["model"].items() if not k.startswith("encoder.")},
+                      **{"encoder." + k: v for k, v in encoder.state_dict().items()}}
+    state["cfg"] = OmegaConf.to_container(cfg)
+    torch.save(state, tmp_path / "layer_norm_mean.pt")
+    result = run_python_tool("export_model.py", "huggingface", tmp_path / "layer_norm_mean.pt", tmp_path / "hf")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["HubertForSequenceClassification"] and "auto_map" not in config
+    assert not (tmp_path / "hf" / "modeling_flea_hubert.py").exists()
+    transformers = import_transformers()
+    waveforms = held_out_waveforms()
+    _, expected = fairseq_probabilities(tmp_path / "layer_norm_mean.pt", waveforms)
+    model = transformers.AutoModelForAudioClassification.from_pretrained(str(tmp_path / "hf")).eval()
+    extractor = transformers.AutoFeatureExtractor.from_pretrained(str(tmp_path / "hf"))
+    with torch.no_grad():
+        for waveform, probabilities in zip(waveforms, expected):
+            alone = torch.softmax(model(**extractor(waveform, sampling_rate=16000, return_tensors="pt")).logits, -1)
+            assert np.abs(alone[0].numpy() - probabilities).max() < 1e-4
+        batch = extractor(waveforms, sampling_rate=16000, return_tensors="pt", padding=True)
+        padded = torch.softmax(model(**batch).logits, -1).numpy()
+    assert np.abs(padded - np.stack(expected)).max() < 1e-4
+
+
 @pytest.fixture(scope="module", params=["attention", "mean"])
 def onnx_exported(request, tmp_path_factory):
     pytest.importorskip("onnxruntime")
