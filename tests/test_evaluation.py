@@ -193,3 +193,23 @@ def test_bad_spans_get_one_error_line_naming_the_utterance(attention_finetune, e
                              "--spans", tmp_path / "spans.json")
     assert_one_line_error(result, "error:", "spans.json: utterance elsewhere_7: no audio file called 'corpus_007'")
     assert not (tmp_path / "eval" / "results.json").exists()
+
+
+def test_results_table_gains_frame_level_columns_and_the_paired_comparison(tmp_path):
+    """With --spans evaluations the table has EDER and attention in span; every FLEA row is
+    paired against TAPT over the same runs: mean difference, bootstrap interval, Wilcoxon p."""
+    from fairseq_flea.evaluation.results_table import write_results_table
+
+    for fold in range(1, 4):
+        for direction in ("FM", "MF"):
+            for model, ua in (("tapt_mean", 0.60), ("L9_K50/attention", 0.62 + 0.01 * fold)):
+                out = tmp_path / f"fold{fold}" / direction / model / "eval_test"
+                out.mkdir(parents=True)
+                (out / "results.json").write_text(json.dumps({
+                    "ua": ua, "wa": ua, "n": 100, "split": str(tmp_path / "x" / "test"),
+                    "eder": 0.4, "attention_in_span": 0.5, "uniform_in_span": 0.4}))
+    table = write_results_table(str(tmp_path))
+    assert "| TAPT, mean | 6 | 40.0 ± 0.0 | 0.50 ± 0.00 | 0.40 ± 0.00 |" in table
+    paired = next(line for line in table.splitlines() if line.startswith("| L9 K50, attention | 6 | +4.0 |"))
+    assert paired.endswith("| 0.0312 |")  # six positive differences: 2 / 2**6
+    assert "| TAPT, mean | 1 | FM | ? | - | 60.0 | 60.0 | 100 | 40.0 | 0.50 (0.40) |" in table

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from statistics import mean, stdev
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_flea.evaluation.paired import paired_markdown
 from fairseq_flea.io.atomic_files import write_text_atomically
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.io.text import read_text_lines
@@ -60,6 +61,9 @@ class TestRun:
     ua: float  # percent
     wa: float
     n: int
+    eder: Optional[float] = None  # percent; these three only where the evaluation had --spans
+    attention_in_span: Optional[float] = None
+    uniform_in_span: Optional[float] = None
 
 
 def split_speakers(split_path: str) -> str:
@@ -152,12 +156,54 @@ def collect_results(work_dir: str, skip_damaged: bool = False) -> CollectedRuns:
         collected.rows.setdefault(key, []).append(TestRun(
             int(fold), direction, None if seed is None else int(seed), split_speakers(results["split"]),
             100 * results["ua"], 100 * results["wa"], results["n"],
+            *frame_level_values(results),
         ))
     return collected
 
 
-def mean_and_std(values: List[float]) -> str:
-    return f"{mean(values):.1f} ± {stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+def frame_level_values(results: dict) -> Tuple[Optional[float], Optional[float], Optional[float]]:
+    """EDER (percent), attention in span and its uniform share of an evaluation with --spans; Nones without."""
+    def number(key: str) -> Optional[float]:
+        value = results.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    eder = number("eder")
+    return (None if eder is None else 100 * eder), number("attention_in_span"), number("uniform_in_span")
+
+
+def frame_level_lines(rows: Dict[RowKey, List[TestRun]]) -> List[str]:
+    """Per model, the mean EDER and attention in span (beside uniform) of its runs with spans."""
+    keys = [key for key in sorted(rows, key=lambda k: (k[0] or 0, k[1] or 0, k[2]))
+            if any(run.eder is not None for run in rows[key])]
+    if not keys:
+        return []
+    lines = ["", "Frame level, against the reference spans (evaluate.py --spans): EDER (%) and the share of "
+             "pooling weight inside the emotional span beside what uniform weights give, mean ± std over runs:", "",
+             "| model | runs with spans | EDER | attention in span | uniform |", "|---|---|---|---|---|"]
+    for key in keys:
+        runs = [run for run in rows[key] if run.eder is not None]
+        in_span = [run for run in runs if run.attention_in_span is not None]
+        lines.append(f"| {row_name(key)} | {len(runs)} | {mean_and_std([r.eder for r in runs])} | "
+                     f"{mean_and_std([r.attention_in_span for r in in_span], 2) if in_span else '–'} | "
+                     f"{mean_and_std([r.uniform_in_span for r in in_span], 2) if in_span else '–'} |")
+    return lines
+
+
+def paired_lines(rows: Dict[RowKey, List[TestRun]]) -> List[str]:
+    """Each FLEA row against TAPT over the same test runs (fold, direction, seed), in UA points."""
+    tapt = rows.get((None, None, "mean"))
+    others = [key for key in sorted(rows, key=lambda k: (k[0] or 0, k[1] or 0, k[2])) if key[0] is not None]
+    if not tapt or not others:
+        return []
+    by_run = lambda runs: {(r.fold, r.direction, r.seed): r.ua for r in runs}  # noqa: E731
+    return ["", *paired_markdown(row_name((None, None, "mean")), by_run(tapt),
+                                 [(row_name(key), by_run(rows[key])) for key in others])]
+
+
+def mean_and_std(values: List[float], digits: int = 1) -> str:
+    if len(values) > 1:
+        return f"{mean(values):.{digits}f} ± {stdev(values):.{digits}f}"
+    return f"{values[0]:.{digits}f}"
 
 
 def ours(rows: Dict[RowKey, List[TestRun]], key: RowKey) -> str:
@@ -205,12 +251,19 @@ def results_markdown(rows: Dict[RowKey, List[TestRun]], damaged: Sequence[str] =
             f"| {layer} | {clusters} | {ours(rows, (layer, clusters, 'mean'))} | {paper(reference.get('mean'))} "
             f"| {ours(rows, (layer, clusters, 'attention'))} | {paper(reference.get('attention'))} |"
         )
+    lines += frame_level_lines(rows) + paired_lines(rows)
+    spans = any(run.eder is not None for run in runs)
     lines += ["", PROTOCOL_NOTES, "Per test speaker:", "",
-              "| model | fold | direction | test speaker | seed | UA | WA | n |", "|---|---|---|---|---|---|---|---|"]
+              "| model | fold | direction | test speaker | seed | UA | WA | n |" + (" EDER | attention in span (uniform) |" if spans else ""),
+              "|---|---|---|---|---|---|---|---|" + ("---|---|" if spans else "")]
     for key in sorted(rows, key=lambda k: (k[0] or 0, k[1] or 0, k[2])):
         for run in sorted(rows[key], key=lambda r: (r.fold, r.direction, r.seed or 0)):
+            frame = ""
+            if spans:
+                frame = (" – | – |" if run.eder is None else f" {run.eder:.1f} | " + (
+                    "– |" if run.attention_in_span is None else f"{run.attention_in_span:.2f} ({run.uniform_in_span:.2f}) |"))
             lines.append(f"| {row_name(key)} | {run.fold} | {run.direction} | {run.speaker} | "
-                         f"{'-' if run.seed is None else run.seed} | {run.ua:.1f} | {run.wa:.1f} | {run.n} |")
+                         f"{'-' if run.seed is None else run.seed} | {run.ua:.1f} | {run.wa:.1f} | {run.n} |{frame}")
     lines += damaged_footer(list(damaged))
     return "\n".join(lines) + "\n"
 

@@ -74,6 +74,7 @@ class RecipeConfig:
     stage: int = 0
     stop_stage: int = 5
     gpus_per_step: int = 1  # GPUs of each training step (fairseq's own DDP when more than 1)
+    spans: Optional[str] = None  # ZED-style reference spans of the corpus: stage 5 adds EDER, attention in span
 
     def __post_init__(self):
         if (self.corpus_root is None) == (self.corpus_csv is None):
@@ -367,7 +368,7 @@ class FleaRecipe:
     def evaluate(self, checkpoint: str, data: str, out_dir: str) -> None:
         from fairseq_flea.evaluation.evaluate import evaluate_split
 
-        evaluate_split(checkpoint, data, "test", out_dir)
+        evaluate_split(checkpoint, data, "test", out_dir, spans_path=self.cfg.spans, spans_of_other_utterances=True)
 
     def training_overrides(self) -> List[str]:
         world = [f"distributed_training.distributed_world_size={self.cfg.gpus_per_step}"] \

@@ -14,6 +14,7 @@ YAML) and waits for them.
 """
 
 import argparse
+import os
 import shlex
 
 from fairseq_flea.io.errors import log_tool_progress, run_tool
@@ -50,6 +51,8 @@ def main() -> None:
                         help="default: the configs' own (bf16 in the base configs); fp16 on GPUs without "
                              "bf16 (V100, T4), fp32 or bf16 on CPUs")
     parser.add_argument("--gpus-per-step", type=int, default=1, help="GPUs of each training step (fairseq's DDP)")
+    parser.add_argument("--spans", help="ZED-style reference spans of the corpus (JSON): evaluation adds EDER and "
+                        "attention in span, results.md their columns")
     parser.add_argument("--dry-run", action="store_true", help="print the steps, what is done and what would run")
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local")
     add_launcher_options(parser)
@@ -68,6 +71,7 @@ def main() -> None:
         overrides=overrides, pretrain_overrides=shlex.split(args.pretrain_overrides),
         finetune_overrides=shlex.split(args.finetune_overrides), stage=args.stage, stop_stage=args.stop_stage,
         directions=args.directions, seeds=args.seeds, gpus_per_step=args.gpus_per_step,
+        spans=None if args.spans is None else os.path.abspath(args.spans),
     ))
     recipe.run(None if args.dry_run else build_launcher(args.launcher, recipe.work, args), dry_run=args.dry_run)
 
