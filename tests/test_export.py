@@ -199,3 +199,98 @@ def test_onnx_export_refuses_an_existing_output_and_a_graph_that_disagrees(atten
     with pytest.raises(FleaInputError, match="not written"):
         onnx_export.export_onnx(str(attention_finetune[0]), str(tmp_path / "new.onnx"))
     assert not list(tmp_path.glob("new.onnx*"))
+
+
+# Run a tool in a Python where torch, fairseq and transformers cannot be imported.
+WITHOUT_TORCH = (
+    "import runpy, sys\n"
+    "class Refuse:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'fairseq', 'transformers', 'torchaudio'):\n"
+    "            raise ImportError(f'{name} is not installed here')\n"
+    "sys.meta_path.insert(0, Refuse())\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+def run_without_torch(script, *args):
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(REPO_ROOT / "tools" / script), *map(str, args)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_predict_runs_an_onnx_model_without_torch_with_fairseqs_results(onnx_exported, tmp_path):
+    import soundfile
+
+    pooling, checkpoint, path, _ = onnx_exported
+    files = []
+    for index, waveform in enumerate(held_out_waveforms()):
+        files.append(tmp_path / f"held_out_{index}.wav")
+        soundfile.write(files[-1], waveform, 16000, subtype="FLOAT")
+    result = run_without_torch("predict.py", path, *files, "--json", tmp_path / "onnx.json", "--csv", tmp_path / "onnx.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "held_out_1.wav" in result.stdout  # the table
+    reference = run_python_tool("predict.py", checkpoint, *files, "--json", tmp_path / "fairseq.json",
+                                "--csv", tmp_path / "fairseq.csv")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    ours, theirs = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("onnx", "fairseq"))
+    assert ours.keys() == theirs.keys() and ours["class_names"] == theirs["class_names"]
+
+    def values(node):
+        """Every number in a JSON tree, in order, and the tree's shape without them."""
+        if isinstance(node, dict):
+            pairs = [values(node[key]) for key in sorted(node)]
+            return [x for numbers, _ in pairs for x in numbers], {key: shape for key, (_, shape) in zip(sorted(node), pairs)}
+        if isinstance(node, list):
+            pairs = [values(item) for item in node]
+            return [x for numbers, _ in pairs for x in numbers], [shape for _, shape in pairs]
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            return [float(node)], "number"
+        return [], node
+
+    for ours_item, theirs_item in zip(ours["predictions"] if "predictions" in ours else [ours],
+                                      theirs["predictions"] if "predictions" in theirs else [theirs]):
+        ours_numbers, ours_shape = values(ours_item)
+        theirs_numbers, theirs_shape = values(theirs_item)
+        assert ours_shape == theirs_shape
+        assert np.abs(np.array(ours_numbers) - np.array(theirs_numbers)).max() < 1e-3
+    our_rows = (tmp_path / "onnx.csv").read_text().splitlines()
+    their_rows = (tmp_path / "fairseq.csv").read_text().splitlines()
+    assert our_rows[0] == their_rows[0] and len(our_rows) == len(their_rows)
+    for our_row, their_row in zip(our_rows[1:], their_rows[1:]):
+        ours_cells, theirs_cells = our_row.split(","), their_row.split(",")
+        assert ours_cells[:2] == theirs_cells[:2]  # file and predicted class
+        n = len(ours["class_names"])
+        assert np.abs(np.array(ours_cells[2:2 + n], float) - np.array(theirs_cells[2:2 + n], float)).max() < 1e-4
+
+
+def test_recognizer_loads_an_onnx_model_and_refuses_one_that_is_not_ours(onnx_exported, tmp_path):
+    pooling, checkpoint, path, _ = onnx_exported
+    recognizer = EmotionRecognizer.load(str(path))
+    expected = EmotionRecognizer.load(str(checkpoint), device=torch.device("cpu"))
+    assert type(recognizer).__name__ == "OnnxEmotionRecognizer" and recognizer.class_names == expected.class_names
+    assert recognizer.pooling == pooling and recognizer.frame_timing == expected.frame_timing
+    waveforms = held_out_waveforms()
+    for ours, theirs in zip(recognizer.predict_waveforms(waveforms), expected.predict_waveforms(waveforms)):
+        assert np.abs(ours.probabilities - theirs.probabilities).max() < 1e-4
+        assert ours.frame_weights.shape == theirs.frame_weights.shape and ours.frame_logits.shape == theirs.frame_logits.shape
+    if pooling != "attention":
+        return
+    import onnx
+    from onnx import TensorProto, helper
+
+    foreign = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    onnx.save(foreign, tmp_path / "foreign.onnx")
+    (tmp_path / "garbage.onnx").write_bytes(b"not a model")
+    (tmp_path / "a.wav").write_bytes(b"")
+    for name, message in (("foreign.onnx", "not a FLEA classifier"), ("garbage.onnx", "not a readable ONNX model")):
+        result = run_without_torch("predict.py", tmp_path / name, tmp_path / "a.wav")
+        assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Recognise emotion in audio files with a fine-tuned classifier (checkpoint_best.pt or its
-`convert_checkpoint.py inference` form).
+`convert_checkpoint.py inference` form), or a model.onnx from `tools/export_model.py onnx`
+(run on onnxruntime with numpy alone: torch and fairseq are not imported; no --clusters).
 
 Prints a table (file, predicted class, probability of each class, emotion segments, notes)
 on stdout. The segments come from the per-frame logits (median filter, minimum segment
@@ -28,7 +29,7 @@ from fairseq_flea.inference.segments import add_segment_arguments, segment_optio
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="fine-tuned ser_attention_classification checkpoint")
+    parser.add_argument("checkpoint", help="fine-tuned ser_attention_classification checkpoint, or an exported .onnx model")
     parser.add_argument("files", nargs="+", help="audio files")
     parser.add_argument("--json", metavar="PATH", help="write predictions with per-frame weights as JSON ('-': stdout, no table)")
     parser.add_argument("--csv", metavar="PATH", help="write the table as CSV ('-': stdout, no table)")

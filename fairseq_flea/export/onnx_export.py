@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 
 from fairseq_flea.export.huggingface import build_huggingface_model, load_classifier
+from fairseq_flea.inference.onnx_recognizer import ONNX_METADATA_FORMAT as METADATA_FORMAT
 from fairseq_flea.io.atomic_files import atomic_outputs
 from fairseq_flea.io.errors import FleaInputError
 
@@ -33,7 +34,6 @@ OPSET = 18
 TOLERANCE = 1e-4
 INT8_MIN_AGREEMENT = 0.99
 INT8_MAX_PROBABILITY_CHANGE = 0.02
-METADATA_FORMAT = "fairseq-flea-classifier/1"
 INPUT_NAMES = ["waveform", "lengths"]
 OUTPUT_NAMES = ["logits", "frame_weights", "frame_logits"]
 

@@ -1,5 +1,8 @@
 """What tools/predict.py writes: a table, JSON, CSV and per-file attention plots, each
-with the recording's emotion segments (``fairseq_flea.inference.segments``)."""
+with the recording's emotion segments (``fairseq_flea.inference.segments``).
+The recogniser is an ``EmotionRecognizer`` or, for an .onnx model, an ``OnnxEmotionRecognizer``."""
+
+from __future__ import annotations
 
 import csv
 import io
@@ -7,22 +10,21 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 import tqdm
 
 from fairseq_flea.io.atomic_files import write_text_atomically
 from fairseq_flea.io.audio import read_audio_for_model
 from fairseq_flea.io.errors import FleaInputError
-from fairseq_flea.inference.recognizer import (
-    EmotionRecognizer,
-    FrameClusters,
-    RecordingPrediction,
-    SkippedRecording,
-)
+from fairseq_flea.inference.onnx_recognizer import load_recognizer
+from fairseq_flea.inference.predictions import FrameClusters, RecordingPrediction, SkippedRecording
 from fairseq_flea.inference.segments import Segment, SegmentOptions, emotion_segments, format_segments, neutral_class
 from fairseq_flea.io.plots import plot_attention_over_time
 from fairseq_flea.io.spans import SpanEntry, event_class, match_spans, read_spans
+
+if TYPE_CHECKING:
+    from fairseq_flea.inference.recognizer import EmotionRecognizer
 
 STDOUT = "-"
 
@@ -190,7 +192,7 @@ def predict_to_outputs(
         raise FleaInputError("--clusters and --cluster-layer go together")
     if outputs.spans_path is not None:
         read_spans(outputs.spans_path)  # a bad spans file fails before the model loads
-    recognizer = EmotionRecognizer.load(checkpoint_path)
+    recognizer = load_recognizer(checkpoint_path)  # an .onnx model runs without torch
     neutral = (
         neutral_class(recognizer.class_names, outputs.neutral_label)
         if outputs.segments.single_span or outputs.neutral_label is not None else None
