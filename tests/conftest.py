@@ -17,8 +17,8 @@ from tone_corpus import write_frame_labels, write_tone_corpus  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The suite runs on 2 workers (pytest-xdist, whole files per worker): these files take minutes
 # each, so they start first and the short ones fill in around them instead of after them.
-LONGEST_FIRST = ("test_recipe.py", "test_gpu_check.py", "test_demo.py", "test_slurm_launcher.py", "test_finetune.py",
-                 "test_gpu_throughput_checks.py")
+LONGEST_FIRST = ("test_recipe.py", "test_gpu_throughput_checks.py", "test_export.py", "test_gpu_check.py", "test_demo.py",
+                 "test_slurm_launcher.py", "test_finetune.py", "test_fast_paths_switch.py", "test_slurm_failures.py")
 PRETRAIN_CONFIG_DIR = REPO_ROOT / "config" / "pretrain"
 SCRATCH_CLASSES = 11
 CPT_CLASSES = 5
