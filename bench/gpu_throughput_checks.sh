@@ -22,7 +22,7 @@
 #
 # Environment: PYTHON (default python3), DEVICE (cuda), FLEA_COMMIT (default: git's HEAD),
 # LIMIT_PRETRAINING / LIMIT_FINETUNING (seconds per part; the defaults add up to 545 s on a
-# GPU, 5 minutes each in the CPU rehearsal). A part out of time keeps the rows it finished.
+# GPU, 10 minutes each in the CPU rehearsal). A part out of time keeps the rows it finished.
 # Exits non-zero if any part failed or ran out of time; the other parts still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -84,7 +84,7 @@ cat "$out/machine.txt"
 if [[ $device == cuda ]]; then
     limits=(285 260) small_throughput=()
 else
-    limits=(300 300) small_throughput=(--updates 6 --utterances 16)
+    limits=(600 600) small_throughput=(--updates 6 --utterances 12)
 fi
 throughput=("$python" bench/bench_train_throughput.py --device "$device" "${small_throughput[@]}")
 

@@ -180,6 +180,6 @@ def test_an_unknown_fast_path_is_refused_in_one_line(tmp_path):
                              "--candidates", "all,-no-such-path", "--work-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     last = result.stderr.strip().splitlines()[-1]  # after what fairseq's import logs
-    assert result.returncode == 2 and last.startswith("error: --candidates: fast_paths: unknown name "
+    assert result.returncode == 2 and last.startswith("error: --candidates: unknown name "
                                                       "'-no-such-path'"), result.stderr
     assert not list(tmp_path.iterdir())  # refused before the corpus is written

@@ -17,7 +17,7 @@ def run_checks(out: Path, *args: object, **limits: int) -> subprocess.CompletedP
     env = {**os.environ, "DEVICE": "cpu", "PYTHON": sys.executable,
            **{f"LIMIT_{part.upper()}": str(seconds) for part, seconds in limits.items()}}
     return subprocess.run(["bash", str(SCRIPT), str(out), *map(str, args)], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1500)
 
 
 def test_rehearsal_writes_every_part_and_the_runs_records(tmp_path):
