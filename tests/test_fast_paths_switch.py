@@ -129,3 +129,19 @@ def test_an_unknown_name_is_one_error_line(config_dir, config, field, tone_corpu
     errors = [line for line in result.stderr.splitlines() if "fast-lane" in line and "overrides" not in line]
     assert len(errors) == 1 and errors[0].startswith(
         f"{field}: unknown name 'fast-lane' in 'all,-fft-positional-conv,fast-lane'; known: all, none, "), errors
+
+
+@pytest.mark.parametrize("config_dir, config, field", [
+    (PRETRAIN_CONFIG_DIR, "hubert_tiny", "task.fast_paths"),
+    (FINETUNE_CONFIG_DIR, "ser_attention_tiny", "model.fast_paths"),
+])
+def test_stock_fairseq_trains_in_bf16_too(config_dir, config, field, tone_corpus, emotion_corpus, scratch_run, tmp_path):
+    """``none`` in bf16: fairseq's mixed-precision optimizer around fairseq's own Adam update."""
+    data = ([f"task.data={tone_corpus / 'data'}", f"task.label_dir={tone_corpus / 'labels11'}", "task.labels=[km]"]
+            if field.startswith("task") else [f"task.data={emotion_corpus}", f"model.w2v_path={scratch_run[0]}"])
+    bf16 = ["common.cpu=true", "common.bf16=true", "common.fp16=false"]
+    run = first_update(tmp_path, "bf16", config_dir, config, [*data, *bf16, f"{field}=none"], fixed_masks=False)
+    assert run["replaced"] == [] and run["optimizer"] == "fairseq.optim.adam"
+    assert torch.isfinite(torch.tensor(run["loss"]))
+    assert all(torch.isfinite(gradient).all() for gradient in run["gradients"].values())
+    assert any(gradient.abs().sum() > 0 for gradient in run["gradients"].values())
