@@ -752,8 +752,10 @@ class SlurmLauncher:
         return f"SLURM job {job_id} {state}: {detail} (log {paths.stderr})"
 
 
-# What submitit logs when SLURM's signal (sbatch --signal=USR2@90) says the time is up.
-SUBMITIT_TIMED_OUT = "this job is timed-out"
+# What submitit logs when SLURM's signal (sbatch --signal=USR2@90) says the time is up; or, when
+# the signal reaches the step's own subprocess first (SLURM signals the whole job), the error that
+# its death by that signal raises.
+TIME_LIMIT_MARKS = ("this job is timed-out", "died with <Signals.SIGUSR2")
 
 
 def stopped_at_time_limit(log_path: str) -> bool:
@@ -762,7 +764,8 @@ def stopped_at_time_limit(log_path: str) -> bool:
         with open(log_path, "rb") as log:
             log.seek(0, os.SEEK_END)
             log.seek(max(0, log.tell() - (1 << 20)))  # the last MiB: the signal is among the last lines
-            return SUBMITIT_TIMED_OUT.encode() in log.read()
+            tail = log.read()
+            return any(mark.encode() in tail for mark in TIME_LIMIT_MARKS)
     except OSError:
         return False
 
