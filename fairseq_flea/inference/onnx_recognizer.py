@@ -9,18 +9,17 @@ frame logits as ``EmotionRecognizer`` on the checkpoint, the same ``iter_recordi
 
 import json
 import os
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 from fairseq_flea.inference.predictions import (
     FrameClusters,
-    RecordingPrediction,
-    SkippedRecording,
+    PredictsRecordings,
     UtterancePrediction,
 )
 from fairseq_flea.inference.segments import FrameTiming
-from fairseq_flea.io.audio import read_audio_for_model, read_mono_audio
+from fairseq_flea.io.batches import length_sorted_batches
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.io.frames import conv_output_length, frame_seconds, parse_conv_layers, samples_for_one_frame
 
@@ -28,7 +27,6 @@ from fairseq_flea.io.frames import conv_output_length, frame_seconds, parse_conv
 ONNX_METADATA_FORMAT = "fairseq-flea-classifier/1"
 ONNX_INPUTS = ["waveform", "lengths"]
 ONNX_OUTPUTS = ["logits", "frame_weights", "frame_logits"]
-RECORDINGS_PER_WINDOW = 64
 
 
 def is_onnx_model(path: str) -> bool:
@@ -45,24 +43,13 @@ def load_recognizer(path: str):
     return EmotionRecognizer.load(path)
 
 
-def length_sorted_batches(lengths: Sequence[int], max_batch_samples: int) -> List[List[int]]:
-    """As ``fairseq_flea.hubert.forward.length_sorted_batches`` (which imports torch)."""
-    batches: List[List[int]] = []
-    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if batches and (len(batches[-1]) + 1) * lengths[index] <= max_batch_samples:
-            batches[-1].append(index)
-        else:
-            batches.append([index])
-    return batches
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     logits = logits.astype(np.float64)
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-class OnnxEmotionRecognizer:
+class OnnxEmotionRecognizer(PredictsRecordings):
     """An exported classifier on onnxruntime; the interface of ``EmotionRecognizer``."""
 
     def __init__(self, session, path: str, class_names: List[str], sample_rate: int, normalize: bool, pooling: str,
@@ -139,46 +126,3 @@ class OnnxEmotionRecognizer:
                     duration=len(prepared[index]) / self.sample_rate,
                 )
         return predictions
-
-    def predict_files(self, paths: Sequence[str], batch_seconds: float = 100.0) -> List[UtterancePrediction]:
-        return self.predict_waveforms([read_mono_audio(p, self.sample_rate) for p in paths], batch_seconds)
-
-    def iter_recordings(
-        self,
-        paths: Sequence[str],
-        frame_clusters: Optional[FrameClusters] = None,
-        batch_seconds: float = 100.0,
-    ) -> Iterator[Union[RecordingPrediction, SkippedRecording]]:
-        """As ``EmotionRecognizer.iter_recordings``: a result per path, in input order."""
-        for start in range(0, len(paths), RECORDINGS_PER_WINDOW):
-            window = paths[start : start + RECORDINGS_PER_WINDOW]
-            results: List[Union[RecordingPrediction, SkippedRecording, None]] = []
-            readable, waveforms, notes = [], [], []
-            for path in window:
-                try:
-                    waveform, conversion_notes = read_audio_for_model(path, self.sample_rate)
-                except FleaInputError as error:
-                    results.append(SkippedRecording(path, str(error)))
-                    continue
-                readable.append(len(results))
-                results.append(None)
-                waveforms.append(waveform)
-                notes.append(conversion_notes)
-            predictions = self.predict_waveforms(waveforms, batch_seconds, frame_clusters) if waveforms else []
-            for position, prediction, conversion_notes in zip(readable, predictions, notes):
-                results[position] = RecordingPrediction(
-                    path=window[position], class_names=self.class_names, probabilities=prediction.probabilities,
-                    frame_weights=prediction.frame_weights, cluster_ids=None, notes=conversion_notes,
-                    logits=prediction.logits, frame_logits=prediction.frame_logits, duration=prediction.duration,
-                )
-            yield from results
-
-    def predict_recordings(self, paths: Sequence[str], frame_clusters: Optional[FrameClusters] = None,
-                           batch_seconds: float = 100.0) -> List[Union[RecordingPrediction, SkippedRecording]]:
-        return list(self.iter_recordings(paths, frame_clusters, batch_seconds))
-
-    def predict_recording(self, path: str, frame_clusters: Optional[FrameClusters] = None) -> RecordingPrediction:
-        (result,) = self.predict_recordings([path], frame_clusters)
-        if isinstance(result, SkippedRecording):
-            raise FleaInputError(result.reason)
-        return result

@@ -1,12 +1,18 @@
 """What a recogniser hands back (torch-free, so that the ONNX path shares them): an utterance's
-prediction, a recording's, a skipped recording, and k-means centres of one encoder layer."""
+prediction, a recording's, a skipped recording, and k-means centres of one encoder layer; and
+how a recogniser goes from files to those (``PredictsRecordings``), shared by both kinds."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
+from fairseq_flea.io.audio import read_audio_for_model, read_mono_audio
+from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.units.kmeans import assign_clusters
+
+# Recordings read, predicted and handed back together: bounds memory for long file lists.
+RECORDINGS_PER_WINDOW = 64
 
 
 @dataclass
@@ -58,3 +64,69 @@ class RecordingPrediction:
 class SkippedRecording:
     path: str
     reason: str  # the one-line error, which names the file
+
+
+class PredictsRecordings:
+    """Files to predictions for a recogniser that has ``class_names``, ``sample_rate`` and
+    ``predict_waveforms(waveforms, batch_seconds, frame_clusters)``."""
+
+    class_names: List[str]
+    sample_rate: int
+
+    def predict_files(self, paths: Sequence[str], batch_seconds: float = 100.0) -> List[UtterancePrediction]:
+        """Predictions for mono files at the model's sample rate (evaluation data: anything
+        else is an error, so a corpus is never converted silently)."""
+        return self.predict_waveforms([read_mono_audio(p, self.sample_rate) for p in paths], batch_seconds)
+
+    def iter_recordings(
+        self,
+        paths: Sequence[str],
+        frame_clusters: Optional[FrameClusters] = None,
+        batch_seconds: float = 100.0,
+    ) -> Iterator[Union[RecordingPrediction, SkippedRecording]]:
+        """A result per path, in input order: any audio file soundfile reads is downmixed and
+        resampled to the model's rate (``notes`` says so); a file that cannot be used
+        (missing, not audio, shorter than one frame) is a ``SkippedRecording``."""
+        for start in range(0, len(paths), RECORDINGS_PER_WINDOW):
+            window = paths[start : start + RECORDINGS_PER_WINDOW]
+            results: List[Union[RecordingPrediction, SkippedRecording, None]] = []
+            readable, waveforms, notes = [], [], []
+            for path in window:
+                try:
+                    waveform, conversion_notes = read_audio_for_model(path, self.sample_rate)
+                except FleaInputError as error:
+                    results.append(SkippedRecording(path, str(error)))
+                    continue
+                readable.append(len(results))
+                results.append(None)
+                waveforms.append(waveform)
+                notes.append(conversion_notes)
+            predictions = self.predict_waveforms(waveforms, batch_seconds, frame_clusters) if waveforms else []
+            for position, prediction, conversion_notes in zip(readable, predictions, notes):
+                results[position] = RecordingPrediction(
+                    path=window[position],
+                    class_names=self.class_names,
+                    probabilities=prediction.probabilities,
+                    frame_weights=prediction.frame_weights,
+                    cluster_ids=prediction.cluster_ids,
+                    notes=conversion_notes,
+                    logits=prediction.logits,
+                    frame_logits=prediction.frame_logits,
+                    duration=prediction.duration,
+                )
+            yield from results
+
+    def predict_recordings(
+        self,
+        paths: Sequence[str],
+        frame_clusters: Optional[FrameClusters] = None,
+        batch_seconds: float = 100.0,
+    ) -> List[Union[RecordingPrediction, SkippedRecording]]:
+        return list(self.iter_recordings(paths, frame_clusters, batch_seconds))
+
+    def predict_recording(self, path: str, frame_clusters: Optional[FrameClusters] = None) -> RecordingPrediction:
+        """One file's prediction; a file that cannot be used raises FleaInputError."""
+        (result,) = self.predict_recordings([path], frame_clusters)
+        if isinstance(result, SkippedRecording):
+            raise FleaInputError(result.reason)
+        return result

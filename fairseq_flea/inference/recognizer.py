@@ -10,26 +10,25 @@ encoder layer, each frame's pseudo-emotion cluster.
         ...  # RecordingPrediction, or SkippedRecording for a file that could not be read
 """
 
-from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fairseq_flea.io.audio import read_audio_for_model, read_mono_audio
 from fairseq_flea.hubert.checkpoints import checkpoint_model_name, load_checkpoint_state
+from fairseq_flea.io.batches import length_sorted_batches
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.io.frames import frame_seconds, samples_for_one_frame
 from fairseq_flea.hubert.forward import (
     default_device,
     full_float32_precision,
     hubert_forward,
-    length_sorted_batches,
     pad_waveforms,
 )
 from fairseq_flea.inference.predictions import (  # noqa: F401  (their home was here)
     FrameClusters,
+    PredictsRecordings,
     RecordingPrediction,
     SkippedRecording,
     UtterancePrediction,
@@ -38,11 +37,8 @@ from fairseq_flea.inference.segments import FrameTiming
 from fairseq_flea.models.ser_attention_classification import CLASSIFIER_MODEL
 from fairseq_flea.units.kmeans import load_cluster_centers
 
-# Recordings read, predicted and handed back together: bounds memory for long file lists.
-RECORDINGS_PER_WINDOW = 64
 
-
-class EmotionRecognizer:
+class EmotionRecognizer(PredictsRecordings):
     """Loads a fine-tuned checkpoint once; predicts class probabilities and frame weights."""
 
     def __init__(self, model, class_names: List[str], sample_rate: int, normalize: bool, device: torch.device):
@@ -153,64 +149,6 @@ class EmotionRecognizer:
         # keeps only the last layer, and the padding-safe forward makes both see the same frames.
         features, padding_mask = hubert_forward(self.model.encoder, source, lengths, output_layer=clusters.layer)
         return [clusters.assign(row[~mask].float().cpu().numpy()) for row, mask in zip(features, padding_mask)]
-
-    def predict_files(self, paths: Sequence[str], batch_seconds: float = 100.0) -> List[UtterancePrediction]:
-        """Predictions for mono files at the model's sample rate (evaluation data: anything
-        else is an error, so a corpus is never converted silently)."""
-        return self.predict_waveforms([read_mono_audio(p, self.sample_rate) for p in paths], batch_seconds)
-
-    def iter_recordings(
-        self,
-        paths: Sequence[str],
-        frame_clusters: Optional[FrameClusters] = None,
-        batch_seconds: float = 100.0,
-    ) -> Iterator[Union[RecordingPrediction, SkippedRecording]]:
-        """A result per path, in input order: any audio file soundfile reads is downmixed and
-        resampled to the model's rate (``notes`` says so); a file that cannot be used
-        (missing, not audio, shorter than one frame) is a ``SkippedRecording``."""
-        for start in range(0, len(paths), RECORDINGS_PER_WINDOW):
-            window = paths[start : start + RECORDINGS_PER_WINDOW]
-            results: List[Union[RecordingPrediction, SkippedRecording, None]] = []
-            readable, waveforms, notes = [], [], []
-            for path in window:
-                try:
-                    waveform, conversion_notes = read_audio_for_model(path, self.sample_rate)
-                except FleaInputError as error:
-                    results.append(SkippedRecording(path, str(error)))
-                    continue
-                readable.append(len(results))
-                results.append(None)
-                waveforms.append(waveform)
-                notes.append(conversion_notes)
-            predictions = self.predict_waveforms(waveforms, batch_seconds, frame_clusters) if waveforms else []
-            for position, prediction, conversion_notes in zip(readable, predictions, notes):
-                results[position] = RecordingPrediction(
-                    path=window[position],
-                    class_names=self.class_names,
-                    probabilities=prediction.probabilities,
-                    frame_weights=prediction.frame_weights,
-                    cluster_ids=prediction.cluster_ids,
-                    notes=conversion_notes,
-                    logits=prediction.logits,
-                    frame_logits=prediction.frame_logits,
-                    duration=prediction.duration,
-                )
-            yield from results
-
-    def predict_recordings(
-        self,
-        paths: Sequence[str],
-        frame_clusters: Optional[FrameClusters] = None,
-        batch_seconds: float = 100.0,
-    ) -> List[Union[RecordingPrediction, SkippedRecording]]:
-        return list(self.iter_recordings(paths, frame_clusters, batch_seconds))
-
-    def predict_recording(self, path: str, frame_clusters: Optional[FrameClusters] = None) -> RecordingPrediction:
-        """One file's prediction; a file that cannot be used raises FleaInputError."""
-        (result,) = self.predict_recordings([path], frame_clusters)
-        if isinstance(result, SkippedRecording):
-            raise FleaInputError(result.reason)
-        return result
 
     def _prepare(self, waveform: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
         waveform = torch.as_tensor(waveform, dtype=torch.float32).to(self.device)

@@ -18,13 +18,13 @@ from fairseq.models.hubert import HubertModel
 from fairseq_flea.io.audio import read_mono_audio
 from fairseq_flea.io.frames import MIN_SAMPLES
 from fairseq_flea.hubert.checkpoints import checkpoint_model_name, load_checkpoint_state
+from fairseq_flea.io.batches import length_sorted_batches
 from fairseq_flea.io.errors import FleaInputError
 from fairseq_flea.hubert.encoder import build_hubert_encoder, load_hubert_encoder_source
 from fairseq_flea.hubert.forward import (
     default_device,
     full_float32_precision,
     hubert_forward,
-    length_sorted_batches,
     pad_waveforms,
     unpad_frames,
 )
