@@ -27,6 +27,20 @@ DUMMY_BATCH_ONLY = "{}.fast_paths=dummy-batch-from-step"
 TOLERANCE = {"loss": 1e-3, "gradients": 1e-4, "largest_step": 1e-3, "mean_step": 2e-4}
 
 
+def pretraining_data(tone_corpus) -> list:
+    return [f"task.data={tone_corpus / 'data'}", f"task.label_dir={tone_corpus / 'labels11'}", "task.labels=[km]"]
+
+
+def finetuning_data(emotion_corpus, scratch_run) -> list:
+    return [f"task.data={emotion_corpus}", f"model.w2v_path={scratch_run[0]}"]
+
+
+BOTH_PHASES = pytest.mark.parametrize("config_dir, config, field", [
+    (PRETRAIN_CONFIG_DIR, "hubert_tiny", "task.fast_paths"),
+    (FINETUNE_CONFIG_DIR, "ser_attention_tiny", "model.fast_paths"),
+])
+
+
 def first_update(tmp_path: Path, name: str, config_dir: Path, config: str, overrides, fixed_masks: bool) -> dict:
     out = tmp_path / f"{name}.pt"
     env = {**os.environ, "FLEA_PROBE_OUT": str(out), "FLEA_PROBE_FIXED_MASKS": "1" if fixed_masks else "0"}
@@ -69,7 +83,7 @@ def stock_pretraining_config(config_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def pretraining_runs(tone_corpus, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("fast_paths_pretraining")
-    data = [f"task.data={tone_corpus / 'data'}", f"task.label_dir={tone_corpus / 'labels11'}", "task.labels=[km]"]
+    data = pretraining_data(tone_corpus)
     stock_dir = stock_pretraining_config(tmp_path / "stock_config")
     return {name: first_update(tmp_path, name, config_dir, "hubert_tiny", data + extra, fixed_masks=True)
             for name, config_dir, extra in (("stock", stock_dir, []),
@@ -95,7 +109,7 @@ def test_pretraining_with_every_fast_path_is_the_same_to_rounding(pretraining_ru
 @pytest.fixture(scope="module")
 def finetuning_runs(emotion_corpus, scratch_run, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("fast_paths_finetuning")
-    data = [f"task.data={emotion_corpus}", f"model.w2v_path={scratch_run[0]}", "model.final_dropout=0.0"]
+    data = [*finetuning_data(emotion_corpus, scratch_run), "model.final_dropout=0.0"]
     return {name: first_update(tmp_path, name, FINETUNE_CONFIG_DIR, "ser_attention_tiny", data + extra,
                                fixed_masks=False)
             for name, extra in (("stock", ["model.fast_paths=none", "optimizer._name=adam"]),
@@ -114,13 +128,10 @@ def test_finetuning_with_every_fast_path_is_the_same_to_rounding(finetuning_runs
     assert_same(finetuning_runs["all"], finetuning_runs["dummy"], TOLERANCE)
 
 
-@pytest.mark.parametrize("config_dir, config, field", [
-    (PRETRAIN_CONFIG_DIR, "hubert_tiny", "task.fast_paths"),
-    (FINETUNE_CONFIG_DIR, "ser_attention_tiny", "model.fast_paths"),
-])
+@BOTH_PHASES
 def test_an_unknown_name_is_one_error_line(config_dir, config, field, tone_corpus, emotion_corpus, scratch_run, tmp_path):
-    data = ([f"task.data={tone_corpus / 'data'}", f"task.label_dir={tone_corpus / 'labels11'}", "task.labels=[km]"]
-            if field.startswith("task") else [f"task.data={emotion_corpus}", f"model.w2v_path={scratch_run[0]}"])
+    data = (pretraining_data(tone_corpus) if field.startswith("task")
+            else finetuning_data(emotion_corpus, scratch_run))
     result = subprocess.run([str(Path(sys.executable).parent / "fairseq-hydra-train"), "--config-dir", str(config_dir),
                              "--config-name", config, f"checkpoint.save_dir={tmp_path}", *data,
                              f'{field}="all,-fft-positional-conv,fast-lane"'],
@@ -131,14 +142,11 @@ def test_an_unknown_name_is_one_error_line(config_dir, config, field, tone_corpu
         f"{field}: unknown name 'fast-lane' in 'all,-fft-positional-conv,fast-lane'; known: all, none, "), errors
 
 
-@pytest.mark.parametrize("config_dir, config, field", [
-    (PRETRAIN_CONFIG_DIR, "hubert_tiny", "task.fast_paths"),
-    (FINETUNE_CONFIG_DIR, "ser_attention_tiny", "model.fast_paths"),
-])
+@BOTH_PHASES
 def test_stock_fairseq_trains_in_bf16_too(config_dir, config, field, tone_corpus, emotion_corpus, scratch_run, tmp_path):
     """``none`` in bf16: fairseq's mixed-precision optimizer around fairseq's own Adam update."""
-    data = ([f"task.data={tone_corpus / 'data'}", f"task.label_dir={tone_corpus / 'labels11'}", "task.labels=[km]"]
-            if field.startswith("task") else [f"task.data={emotion_corpus}", f"model.w2v_path={scratch_run[0]}"])
+    data = (pretraining_data(tone_corpus) if field.startswith("task")
+            else finetuning_data(emotion_corpus, scratch_run))
     bf16 = ["common.cpu=true", "common.bf16=true", "common.fp16=false"]
     run = first_update(tmp_path, "bf16", config_dir, config, [*data, *bf16, f"{field}=none"], fixed_masks=False)
     assert run["replaced"] == [] and run["optimizer"] == "fairseq.optim.adam"
