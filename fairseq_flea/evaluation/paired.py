@@ -68,7 +68,7 @@ def paired_markdown(baseline_name: str, baseline: Dict[Hashable, float], others:
         f"mean with its 95 % bootstrap interval, and the Wilcoxon signed-rank p-value with at least "
         f"{MIN_WILCOXON_PAIRS} pairs.",
         "",
-        f"| model | pairs | mean difference | 95 % interval | Wilcoxon p |",
+        "| model | pairs | mean difference | 95 % interval | Wilcoxon p |",
         "|---|---|---|---|---|",
     ]
     for name, values in others:

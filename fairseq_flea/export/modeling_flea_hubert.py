@@ -44,7 +44,9 @@ def frame_lengths(config: HubertConfig, sample_lengths: torch.Tensor) -> torch.T
 
 
 def masked_group_norm(x: torch.Tensor, valid: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
-    """``norm`` on (batch, channels, time), statistics over the valid steps (``valid``: batch x time, 1/0)."""
+    """``norm`` on (batch, channels, time), statistics over the valid steps (``valid``: batch x time, 1/0).
+    The arithmetic of ``fairseq_flea.hubert.forward.masked_group_norm``, written again because
+    this file travels with the weights and must not need fairseq_flea installed."""
     batch, channels, steps = x.shape
     groups = norm.num_groups
     grouped = x.float().reshape(batch, groups, channels // groups, steps)
