@@ -294,16 +294,6 @@ def padded_input_length(length: int) -> int:
     return length
 
 
-def replace_gelu(model: nn.Module, current: Callable, replacement: Callable) -> int:
-    """Give every transformer layer of ``model`` whose activation is ``current`` the
-    ``replacement``; returns the number of layers changed."""
-    layers = [layer for layer in model.modules()
-              if isinstance(layer, TransformerSentenceEncoderLayer) and layer.activation_fn is current]
-    for layer in layers:
-        layer.activation_fn = replacement
-    return len(layers)
-
-
 def gelu_in_input_dtype(model: nn.Module) -> int:
     """Let every transformer layer of ``model`` apply PyTorch's GELU in its input's dtype
     instead of fairseq's ``gelu``, which copies a bf16 or fp16 input to float32 and the result
@@ -312,7 +302,11 @@ def gelu_in_input_dtype(model: nn.Module) -> int:
     of them one or two fp16 steps away, as exact on average. Saved: the two copies, their two
     backward copies and the float32 copy kept for the backward (a quarter of a layer's
     feed-forward activations); returns the number of layers changed."""
-    return replace_gelu(model, fairseq_gelu, F.gelu)
+    layers = [layer for layer in model.modules()
+              if isinstance(layer, TransformerSentenceEncoderLayer) and layer.activation_fn is fairseq_gelu]
+    for layer in layers:
+        layer.activation_fn = F.gelu
+    return len(layers)
 
 
 SDPA_WITHOUT_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
